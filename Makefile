@@ -1,0 +1,127 @@
+# pymalloc-rs: build, test, demo and install.
+#
+#   make                 release library + headers (include/ is regenerated)
+#   make check           every test: Rust, C (plain and ASan/UBSan), headers, exports
+#   make demo            a C program doing real work, then the allocator's statistics
+#   make install PREFIX=/usr/local
+#
+# Build-time configuration (the defaults are CPython's):
+#   make PYMALLOC_POOL_SIZE=4096 PYMALLOC_ARENA_SIZE=262144 PYMALLOC_ALIGNMENT=16 \
+#        PYMALLOC_SMALL_REQUEST_THRESHOLD=512 PYMALLOC_RAW=malloc PYMALLOC_MEM=pymalloc \
+#        PYMALLOC_OBJ=pymalloc
+
+CARGO   ?= cargo
+CC      ?= gcc
+PREFIX  ?= /usr/local
+PYTHON  ?= python3
+
+export PYMALLOC_ALIGNMENT PYMALLOC_SMALL_REQUEST_THRESHOLD PYMALLOC_POOL_SIZE \
+       PYMALLOC_ARENA_SIZE PYMALLOC_RAW PYMALLOC_MEM PYMALLOC_OBJ
+
+LIBDIR   := target/release
+SHARED   := $(LIBDIR)/libpymalloc.so
+STATIC   := $(LIBDIR)/libpymalloc.a
+OUT      := target/c
+CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude
+SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all
+C_TESTS  := $(basename $(notdir $(wildcard c_tests/test_*.c)))
+RUST_SRC := $(shell find src -type f) build.rs cbindgen.toml Cargo.toml
+
+.PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
+        test-install demo install uninstall clean fmt lint
+
+all: headers
+
+# Building with PYMALLOC_WRITE_HEADERS=1 makes build.rs refresh include/.
+headers:
+	PYMALLOC_WRITE_HEADERS=1 $(CARGO) build --release
+
+# The library as `make check` builds it: without touching include/, so
+# that the freshness test compares the committed headers with a new
+# generation.
+lib: $(SHARED)
+$(SHARED) $(STATIC): $(RUST_SRC)
+	$(CARGO) build --release
+	@touch $(SHARED) $(STATIC)
+
+check: test-rust lint test-headers test-exports test-c test-c-asan test-install
+	@echo "make check: all tests passed"
+
+test-rust:
+	$(CARGO) test --release
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+# --- C tests ---------------------------------------------------------------
+
+$(OUT)/%: c_tests/%.c c_tests/check.h $(SHARED) include/pymalloc.h
+	@mkdir -p $(OUT)
+	$(CC) $(CFLAGS_TEST) -o $@ $< -L$(LIBDIR) -lpymalloc -lpthread -Wl,-rpath,$(CURDIR)/$(LIBDIR)
+
+$(OUT)/asan/%: c_tests/%.c c_tests/check.h $(STATIC) include/pymalloc.h
+	@mkdir -p $(OUT)/asan
+	$(CC) $(CFLAGS_TEST) $(SANITIZE) -o $@ $< $(STATIC) -lpthread -ldl -lm
+
+test-c: $(addprefix $(OUT)/,$(C_TESTS))
+	@for t in $(C_TESTS); do echo "== $$t"; $(OUT)/$$t || exit 1; done
+
+test-c-asan: $(addprefix $(OUT)/asan/,$(C_TESTS))
+	@for t in $(C_TESTS); do echo "== $$t (ASan+UBSan, static library)"; \
+	  ASAN_OPTIONS=detect_leaks=0 $(OUT)/asan/$$t || exit 1; done
+
+# The committed headers equal a fresh generation (Rust test), compile alone
+# under -std=c99 -pedantic and as C++, and after CPython's Python.h.
+test-headers: $(SHARED)
+	$(CARGO) test --release --test headers
+	$(CC) -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude -o $(OUT)/header_alone c_tests/header_alone.c \
+	    -L$(LIBDIR) -lpymalloc -Wl,-rpath,$(CURDIR)/$(LIBDIR) && $(OUT)/header_alone
+	g++ -std=c++11 -Wall -Wextra -Werror -Iinclude -x c++ -fsyntax-only c_tests/header_alone.c
+	@if $(PYTHON)-config --includes >/dev/null 2>&1; then \
+	  set -x; $(CC) -std=c11 -Wall -Wextra -Werror $$($(PYTHON)-config --includes) -Iinclude \
+	    -o $(OUT)/header_after_python c_tests/header_after_python.c \
+	    -L$(LIBDIR) -lpymalloc -Wl,-rpath,$(CURDIR)/$(LIBDIR) && $(OUT)/header_after_python; \
+	else echo "test-headers: $(PYTHON)-config not found: cannot test inclusion after Python.h" >&2; exit 1; fi
+
+# Exactly the functions the headers declare are exported.
+test-exports: $(SHARED)
+	sh c_tests/check_exports.sh $(SHARED) include
+
+# Install into a scratch prefix and build a program through pkg-config.
+test-install: $(SHARED)
+	rm -rf target/install-test
+	$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/target/install-test
+	PKG_CONFIG_PATH=$(CURDIR)/target/install-test/lib/pkgconfig \
+	  sh -c '$(CC) -std=c11 -Wall -Werror -o $(OUT)/pkgconfig_user c_tests/pkgconfig_user.c $$(pkg-config --cflags --libs pymalloc)'
+	LD_LIBRARY_PATH=$(CURDIR)/target/install-test/lib $(OUT)/pkgconfig_user
+
+# --- demo ------------------------------------------------------------------
+
+demo: $(SHARED)
+	@mkdir -p $(OUT)
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -Iinclude -o $(OUT)/demo demo/demo.c \
+	    -L$(LIBDIR) -lpymalloc -lpthread -Wl,-rpath,$(CURDIR)/$(LIBDIR)
+	$(OUT)/demo
+
+# --- install ---------------------------------------------------------------
+
+install: $(SHARED)
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/pymalloc
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/libpymalloc.so
+	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/libpymalloc.a
+	install -m 644 include/pymalloc.h $(DESTDIR)$(PREFIX)/include/pymalloc.h
+	install -m 644 include/pymalloc/pymem.h include/pymalloc/objimpl.h $(DESTDIR)$(PREFIX)/include/pymalloc/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e "s|@VERSION@|$$(sed -n 's/^version = \"\(.*\)\"/\1/p' Cargo.toml | head -1)|" \
+	    pymalloc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pymalloc.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/lib/libpymalloc.so $(DESTDIR)$(PREFIX)/lib/libpymalloc.a \
+	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/pymalloc.pc $(DESTDIR)$(PREFIX)/include/pymalloc.h
+	rm -rf $(DESTDIR)$(PREFIX)/include/pymalloc
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,218 @@
+//! The pooled allocator's entry points, with CPython's semantics for
+//! `_PyObject_Malloc`/`Calloc`/`Realloc`/`Free` (the functions behind
+//! `PyCore_*` and every heap configured as `pymalloc`):
+//!
+//! * 1..=threshold bytes come from the calling thread's pools; zero bytes
+//!   get a distinct block of the smallest class (CPython asks `malloc(1)`;
+//!   either way the pointer is distinct and non-NULL);
+//! * larger requests go to the system allocator;
+//! * free and realloc decide ownership with the address map, so a pointer
+//!   from the system allocator is handed back to it;
+//! * realloc keeps a pooled block when the new size still fits its class
+//!   and would not waste a quarter of it; otherwise it moves the data.
+//!   A block from the system allocator stays there (its length is unknown).
+
+use core::ptr;
+
+use crate::address_map;
+use crate::heap;
+use crate::size_class::class_of;
+use crate::system;
+
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut u8 {
+    match class_of(size) {
+        Some(class) => heap::alloc(class),
+        None => malloc_unpooled_size(size),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn malloc_unpooled_size(size: usize) -> *mut u8 {
+    if size == 0 {
+        heap::alloc(0)
+    } else {
+        system::malloc(size)
+    }
+}
+
+pub fn calloc(count: usize, size: usize) -> *mut u8 {
+    let Some(total) = count.checked_mul(size) else {
+        return ptr::null_mut();
+    };
+    match class_of(total) {
+        Some(class) => {
+            let block = heap::alloc(class);
+            if !block.is_null() {
+                // SAFETY: the block has at least `total` bytes.
+                unsafe { ptr::write_bytes(block, 0, total) };
+            }
+            block
+        }
+        None if total == 0 => {
+            let block = heap::alloc(0);
+            if !block.is_null() {
+                // SAFETY: a class-0 block has at least one byte.
+                unsafe { *block = 0 };
+            }
+            block
+        }
+        None => system::calloc(count, size),
+    }
+}
+
+/// # Safety
+/// `block` is null, or a live block of this allocator or of the system
+/// allocator.
+#[inline(always)]
+pub unsafe fn free(block: *mut u8) {
+    if address_map::contains(block as usize) {
+        // SAFETY: the address map says the block is in one of our arenas,
+        // and the caller says it is live.
+        unsafe { heap::free(block) }
+    } else if !block.is_null() {
+        // SAFETY: not ours, so (caller) a live system block.
+        unsafe { system::free(block) }
+    }
+}
+
+/// # Safety
+/// As for `free`.
+pub unsafe fn realloc(block: *mut u8, size: usize) -> *mut u8 {
+    if block.is_null() {
+        return malloc(size);
+    }
+    if !address_map::contains(block as usize) {
+        // SAFETY: not ours, so (caller) a live system block.
+        return unsafe { system::realloc(block, size) };
+    }
+    // SAFETY: a live block of ours (caller, address map).
+    let capacity = unsafe { heap::block_usable_size(block) };
+    if size <= capacity && size * 4 > capacity * 3 {
+        return block;
+    }
+    let moved = malloc(size);
+    if !moved.is_null() {
+        // SAFETY: both blocks are live and distinct; `min` bytes fit both.
+        unsafe {
+            ptr::copy_nonoverlapping(block, moved, size.min(capacity));
+            heap::free(block);
+        }
+    }
+    moved
+}
+
+/// Whether the pooled allocator owns `block` (it is inside one of our arenas).
+#[inline]
+pub fn owns(block: *const u8) -> bool {
+    address_map::contains(block as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ALIGNMENT, SMALL_REQUEST_THRESHOLD};
+
+    #[test]
+    fn sizes_zero_small_and_large_are_distinct_aligned_and_writable() {
+        let mut blocks = Vec::new();
+        for size in [
+            0,
+            0,
+            1,
+            15,
+            16,
+            17,
+            SMALL_REQUEST_THRESHOLD,
+            SMALL_REQUEST_THRESHOLD + 1,
+            4096,
+        ] {
+            let block = malloc(size);
+            assert!(!block.is_null());
+            assert_eq!(block as usize % ALIGNMENT.min(16), 0);
+            // SAFETY: the block has `size` bytes.
+            unsafe { ptr::write_bytes(block, 0xAB, size) };
+            assert_eq!(owns(block), size <= SMALL_REQUEST_THRESHOLD, "size {size}");
+            blocks.push(block);
+        }
+        let mut sorted = blocks.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), blocks.len());
+        for block in blocks {
+            // SAFETY: live blocks from malloc.
+            unsafe { free(block) };
+        }
+    }
+
+    #[test]
+    fn realloc_keeps_content_across_the_threshold_both_ways() {
+        let t = SMALL_REQUEST_THRESHOLD;
+        let mut block = malloc(10);
+        // SAFETY: every access stays inside the block's current size.
+        unsafe {
+            for i in 0..10 {
+                *block.add(i) = i as u8;
+            }
+            block = realloc(block, t + 100);
+            assert!(!owns(block));
+            for i in 0..10 {
+                assert_eq!(*block.add(i), i as u8);
+            }
+            for i in 0..t + 100 {
+                *block.add(i) = (i % 251) as u8;
+            }
+            // A system block stays a system block, even when it shrinks.
+            block = realloc(block, 8);
+            assert!(!owns(block));
+            assert_eq!(*block.add(7), 7);
+            free(block);
+
+            let small = malloc(t);
+            for i in 0..t {
+                *small.add(i) = (i % 13) as u8;
+            }
+            let same = realloc(small, t - 1);
+            assert_eq!(
+                same, small,
+                "shrinking by less than a quarter keeps the block"
+            );
+            let moved = realloc(same, 16);
+            assert_ne!(moved, small, "shrinking a lot moves to a smaller class");
+            for i in 0..16 {
+                assert_eq!(*moved.add(i), (i % 13) as u8);
+            }
+            let zero = realloc(moved, 0);
+            assert!(!zero.is_null());
+            free(zero);
+        }
+    }
+
+    #[test]
+    fn calloc_zeroes_and_rejects_overflow() {
+        assert!(calloc(usize::MAX / 2, 3).is_null());
+        for (count, size) in [(0, 0), (1, 0), (0, 7), (3, 5), (8, 64), (10, 1000)] {
+            let block = calloc(count, size);
+            assert!(!block.is_null());
+            // SAFETY: the block holds count * size bytes.
+            unsafe {
+                for i in 0..count * size {
+                    assert_eq!(*block.add(i), 0);
+                }
+                free(block);
+            }
+        }
+    }
+
+    #[test]
+    fn freeing_a_system_pointer_goes_to_the_system() {
+        // SAFETY: a libc block freed through our free.
+        unsafe {
+            let foreign = libc::malloc(64).cast::<u8>();
+            assert!(!owns(foreign));
+            free(foreign);
+            free(ptr::null_mut());
+        }
+    }
+}

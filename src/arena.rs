@@ -1,0 +1,384 @@
+//! Arenas: `ARENA_SIZE`-aligned stretches of address space from the OS,
+//! each split into `POOLS_PER_ARENA` pools. This is the only shared,
+//! locked level of the allocator: heaps come here to take a pool when
+//! theirs are full and to give back pools they no longer need.
+//!
+//! Policy (CPython's, in O(1)): pools are taken from the arena with the
+//! fewest free pools, so that lightly used arenas drain and can be
+//! returned to the OS. Arenas sit in buckets by free-pool count with a
+//! bitmap of non-empty buckets; finding the fullest usable arena is one
+//! trailing-zeros count. Wholly free arenas are unmapped, except for
+//! `FREE_ARENA_RESERVE` of them kept against mmap/munmap churn.
+//!
+//! Arena records live outside the arenas (so that whole arenas can be
+//! unmapped) in metadata chunks mapped from the OS and recycled.
+
+use core::ptr::{self, null_mut, NonNull};
+
+use crate::address_map;
+use crate::config::{ARENA_SIZE, FREE_ARENA_RESERVE, POOLS_PER_ARENA, POOL_SIZE};
+use crate::os;
+use crate::pool::{Pool, PoolState};
+use crate::sync::Locked;
+
+/// The record of one arena.
+pub struct Arena {
+    base: usize,
+    /// Pools not owned by any heap: in `free_pools` or never carved.
+    free_count: usize,
+    /// Pools carved so far; those at index >= this were never touched.
+    carved: usize,
+    /// Returned pools, linked through `Pool::next`.
+    free_pools: *mut Pool,
+    /// Links in the bucket for `free_count`, or in the record free list.
+    prev: *mut Arena,
+    next: *mut Arena,
+}
+
+const BUCKETS: usize = POOLS_PER_ARENA + 1;
+const BITMAP_WORDS: usize = BUCKETS.div_ceil(64);
+const RECORDS_PER_CHUNK: usize = 64 * 1024 / core::mem::size_of::<Arena>();
+
+/// Counters for statistics (CPython's `# arenas ...` lines).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct ArenaCounters {
+    pub allocated_total: u64,
+    pub reclaimed: u64,
+    pub highwater: u64,
+    pub current: u64,
+}
+
+pub struct Arenas {
+    /// `buckets[n]`: arenas with exactly `n` free pools (n >= 1).
+    buckets: [*mut Arena; BUCKETS],
+    nonempty: [u64; BITMAP_WORDS],
+    /// Wholly free arenas currently kept mapped.
+    reserve: usize,
+    /// Recycled arena records, linked through `next`.
+    spare_records: *mut Arena,
+    /// Bump region for new records.
+    record_cursor: *mut Arena,
+    record_end: *mut Arena,
+    metadata_bytes: usize,
+    pub counters: ArenaCounters,
+    /// Arenas with no free pool (in no bucket), linked like a bucket.
+    full: *mut Arena,
+}
+
+// SAFETY: the raw pointers refer to arena records and pools that are only
+// touched under the `ARENAS` lock, from whichever thread holds it.
+unsafe impl Send for Arenas {}
+
+pub static ARENAS: Locked<Arenas> = Locked::new(Arenas {
+    buckets: [null_mut(); BUCKETS],
+    nonempty: [0; BITMAP_WORDS],
+    reserve: 0,
+    spare_records: null_mut(),
+    record_cursor: null_mut(),
+    record_end: null_mut(),
+    metadata_bytes: 0,
+    counters: ArenaCounters {
+        allocated_total: 0,
+        reclaimed: 0,
+        highwater: 0,
+        current: 0,
+    },
+    full: null_mut(),
+});
+
+/// A summary of one mapped arena for statistics.
+pub struct ArenaView {
+    pub base: usize,
+    pub carved: usize,
+    pub free_count: usize,
+}
+
+impl Arenas {
+    /// Take a pool for a heap, mapping a new arena if none has a free pool.
+    /// `None` when the OS refuses memory.
+    pub fn take_pool(&mut self) -> Option<NonNull<Pool>> {
+        let arena = match self.fullest_usable() {
+            Some(arena) => arena,
+            None => self.new_arena()?,
+        };
+        // SAFETY: `arena` is a live record in a bucket, under the lock.
+        unsafe {
+            let a = &mut *arena;
+            if a.free_count == POOLS_PER_ARENA {
+                self.reserve -= 1;
+            }
+            let pool = if !a.free_pools.is_null() {
+                let pool = a.free_pools;
+                a.free_pools = (*pool).next;
+                pool
+            } else {
+                debug_assert!(a.carved < POOLS_PER_ARENA);
+                let pool = (a.base + a.carved * POOL_SIZE) as *mut Pool;
+                a.carved += 1;
+                pool
+            };
+            self.move_bucket(arena, a.free_count - 1);
+            NonNull::new(pool)
+        }
+    }
+
+    /// Give back a pool no heap owns any more (no block allocated).
+    ///
+    /// # Safety
+    /// `pool` was obtained from `take_pool`, holds no allocated block, and
+    /// its last owner no longer refers to it.
+    pub unsafe fn give_back_pool(&mut self, pool: *mut Pool) {
+        let Some(arena) = address_map::arena_of(pool as usize) else {
+            debug_assert!(false, "pool {pool:p} outside every arena");
+            return;
+        };
+        let arena = arena.as_ptr();
+        // SAFETY: the pool is ours to link; the arena record is live.
+        unsafe {
+            (*pool)
+                .owner
+                .store(null_mut(), core::sync::atomic::Ordering::Relaxed);
+            (*pool).set_state(PoolState::Unused);
+            (*pool).set_used(0);
+            (*pool).next = (*arena).free_pools;
+            (*arena).free_pools = pool;
+            let free_count = (*arena).free_count + 1;
+            self.move_bucket(arena, free_count);
+            if free_count == POOLS_PER_ARENA {
+                if self.reserve < FREE_ARENA_RESERVE {
+                    self.reserve += 1;
+                } else {
+                    self.release_arena(arena);
+                }
+            }
+        }
+    }
+
+    fn fullest_usable(&self) -> Option<*mut Arena> {
+        for (word_index, &word) in self.nonempty.iter().enumerate() {
+            if word != 0 {
+                let bucket = word_index * 64 + word.trailing_zeros() as usize;
+                return Some(self.buckets[bucket]);
+            }
+        }
+        None
+    }
+
+    /// Move `arena` from the bucket of its current free count to `to`.
+    fn move_bucket(&mut self, arena: *mut Arena, to: usize) {
+        // SAFETY: `arena` is a live record; list surgery happens under the lock.
+        unsafe {
+            self.unlink(arena);
+            (*arena).free_count = to;
+            self.link(arena);
+        }
+    }
+
+    /// # Safety
+    /// `arena` is live and linked according to its `free_count`.
+    unsafe fn unlink(&mut self, arena: *mut Arena) {
+        // SAFETY: guaranteed by the caller; neighbours are live records.
+        unsafe {
+            let a = &mut *arena;
+            let head = if a.free_count == 0 {
+                &mut self.full
+            } else {
+                &mut self.buckets[a.free_count]
+            };
+            if a.prev.is_null() {
+                *head = a.next;
+            } else {
+                (*a.prev).next = a.next;
+            }
+            if !a.next.is_null() {
+                (*a.next).prev = a.prev;
+            }
+            if a.free_count != 0 && head.is_null() {
+                self.nonempty[a.free_count / 64] &= !(1 << (a.free_count % 64));
+            }
+            a.prev = null_mut();
+            a.next = null_mut();
+        }
+    }
+
+    /// # Safety
+    /// `arena` is live and on no list.
+    unsafe fn link(&mut self, arena: *mut Arena) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            let a = &mut *arena;
+            let head = if a.free_count == 0 {
+                &mut self.full
+            } else {
+                &mut self.buckets[a.free_count]
+            };
+            a.prev = null_mut();
+            a.next = *head;
+            if !head.is_null() {
+                (**head).prev = arena;
+            }
+            *head = arena;
+            if a.free_count != 0 {
+                self.nonempty[a.free_count / 64] |= 1 << (a.free_count % 64);
+            }
+        }
+    }
+
+    fn new_record(&mut self) -> Option<*mut Arena> {
+        if !self.spare_records.is_null() {
+            let record = self.spare_records;
+            // SAFETY: spare records are live memory linked through `next`.
+            self.spare_records = unsafe { (*record).next };
+            return Some(record);
+        }
+        if self.record_cursor == self.record_end {
+            let chunk = os::map(RECORDS_PER_CHUNK * core::mem::size_of::<Arena>())?;
+            self.metadata_bytes += RECORDS_PER_CHUNK * core::mem::size_of::<Arena>();
+            self.record_cursor = chunk.as_ptr().cast();
+            // SAFETY: the chunk holds exactly RECORDS_PER_CHUNK records.
+            self.record_end = unsafe { self.record_cursor.add(RECORDS_PER_CHUNK) };
+        }
+        let record = self.record_cursor;
+        // SAFETY: cursor < end, inside the current chunk.
+        self.record_cursor = unsafe { record.add(1) };
+        Some(record)
+    }
+
+    fn new_arena(&mut self) -> Option<*mut Arena> {
+        let record = self.new_record()?;
+        let Some(memory) = os::map_aligned(ARENA_SIZE, ARENA_SIZE) else {
+            self.recycle_record(record);
+            return None;
+        };
+        let base = memory.as_ptr() as usize;
+        // SAFETY: `record` is unused memory sized for an Arena.
+        unsafe {
+            ptr::write(
+                record,
+                Arena {
+                    base,
+                    free_count: POOLS_PER_ARENA,
+                    carved: 0,
+                    free_pools: null_mut(),
+                    prev: null_mut(),
+                    next: null_mut(),
+                },
+            );
+        }
+        // SAFETY: `record` was just initialised.
+        if address_map::insert(base, unsafe { NonNull::new_unchecked(record) }).is_err() {
+            // SAFETY: the arena was mapped above and nothing refers to it.
+            unsafe { os::unmap(memory, ARENA_SIZE) };
+            self.recycle_record(record);
+            return None;
+        }
+        // SAFETY: the record is initialised and on no list.
+        unsafe { self.link(record) };
+        self.reserve += 1; // wholly free until its first pool is taken
+        let c = &mut self.counters;
+        c.allocated_total += 1;
+        c.current += 1;
+        c.highwater = c.highwater.max(c.current);
+        Some(record)
+    }
+
+    /// # Safety
+    /// `arena` is live, wholly free, and linked in its bucket.
+    unsafe fn release_arena(&mut self, arena: *mut Arena) {
+        // SAFETY: guaranteed by the caller; no pool of it is referenced.
+        unsafe {
+            self.unlink(arena);
+            let base = (*arena).base;
+            address_map::remove(base);
+            os::unmap(NonNull::new_unchecked(base as *mut u8), ARENA_SIZE);
+        }
+        self.recycle_record(arena);
+        self.counters.current -= 1;
+        self.counters.reclaimed += 1;
+    }
+
+    fn recycle_record(&mut self, record: *mut Arena) {
+        // SAFETY: the record is no longer used by any list or the map.
+        unsafe { (*record).next = self.spare_records };
+        self.spare_records = record;
+    }
+
+    /// Every mapped arena, for statistics.
+    pub fn views(&self) -> Vec<ArenaView> {
+        let mut views = Vec::new();
+        let heads = core::iter::once(self.full).chain(self.buckets.iter().copied());
+        for head in heads {
+            let mut arena = head;
+            while !arena.is_null() {
+                // SAFETY: records on the lists are live, under the lock.
+                unsafe {
+                    let a = &*arena;
+                    views.push(ArenaView {
+                        base: a.base,
+                        carved: a.carved,
+                        free_count: a.free_count,
+                    });
+                    arena = a.next;
+                }
+            }
+        }
+        views
+    }
+
+    pub fn metadata_bytes(&self) -> usize {
+        self.metadata_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_are_aligned_distinct_and_inside_mapped_arenas() {
+        let mut taken = Vec::new();
+        {
+            let mut arenas = ARENAS.lock();
+            for _ in 0..POOLS_PER_ARENA + 3 {
+                taken.push(arenas.take_pool().unwrap().as_ptr());
+            }
+        }
+        let mut sorted: Vec<usize> = taken.iter().map(|&p| p as usize).collect();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), taken.len());
+        for &pool in &taken {
+            assert_eq!(pool as usize % POOL_SIZE, 0);
+            assert!(address_map::contains(pool as usize));
+            assert!(address_map::contains(pool as usize + POOL_SIZE - 1));
+        }
+        let mut arenas = ARENAS.lock();
+        for pool in taken {
+            // SAFETY: taken above, never used.
+            unsafe { arenas.give_back_pool(pool) };
+        }
+    }
+
+    #[test]
+    fn wholly_free_arenas_beyond_the_reserve_are_unmapped() {
+        let mut arenas = ARENAS.lock();
+        let before = arenas.counters;
+        // Fill several arenas completely, then give everything back.
+        let pools: Vec<_> = (0..POOLS_PER_ARENA * 3)
+            .map(|_| arenas.take_pool().unwrap().as_ptr())
+            .collect();
+        let during = arenas.counters;
+        assert!(during.current >= 3);
+        for &pool in &pools {
+            // SAFETY: taken above, never used.
+            unsafe { arenas.give_back_pool(pool) };
+        }
+        let after = arenas.counters;
+        assert!(
+            after.reclaimed >= before.reclaimed + 2,
+            "{before:?} {after:?}"
+        );
+        assert!(after.current <= during.current - 2);
+        assert!(arenas.reserve <= FREE_ARENA_RESERVE);
+    }
+}

@@ -1,0 +1,35 @@
+//! Build-time configuration: the tunables of the 2002 proposal (alignment and
+//! size-class spacing, small-request threshold, pool size, arena size) and
+//! the default backend of each heap. Values come from `build.rs`, which
+//! validates them; everything here is derived from them at compile time.
+
+include!(concat!(env!("OUT_DIR"), "/config.rs"));
+
+/// Number of size classes: requests of 1..=ALIGNMENT bytes are class 0,
+/// ALIGNMENT+1..=2*ALIGNMENT class 1, and so on up to the threshold.
+pub const NUM_SIZE_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
+
+/// Pools carved out of one arena (arenas are aligned to their size, so no
+/// pool is lost to alignment).
+pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
+
+/// Bits of a user-space address on the platforms we support (x86-64 with
+/// four-level paging, AArch64 with 48-bit VA). The address map covers them;
+/// any pointer above is, by construction, not ours.
+pub const ADDRESS_BITS: u32 = 48;
+
+/// How many completely empty pools a heap keeps for reuse before handing
+/// pools back to their arena (which takes the arena lock).
+pub const HEAP_EMPTY_POOL_CACHE: usize = 4;
+
+/// How many completely free arenas stay mapped as a reserve before further
+/// free arenas are unmapped: a program oscillating around an arena
+/// boundary must not mmap/munmap on every cycle.
+pub const FREE_ARENA_RESERVE: usize = 1;
+
+/// Upper bound on the bytes of fresh blocks threaded onto a pool's free
+/// list at once ("lazy carving"): a new pool is not touched all at once.
+pub const CARVE_BYTES: usize = 4096;
+
+const _: () = assert!(NUM_SIZE_CLASSES >= 1 && NUM_SIZE_CLASSES <= 128);
+const _: () = assert!(POOL_OVERHEAD % ALIGNMENT == 0);

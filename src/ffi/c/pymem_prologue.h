@@ -1,0 +1,43 @@
+/* pymalloc/pymem.h: the raw and memory heaps, and the pooled allocator.
+ *
+ * Which API for which memory (the 2002 "Activating pymalloc" proposal):
+ *
+ *   PyMem_Raw{Malloc,Calloc,Realloc,Free}   raw memory: buffers that must be
+ *                                           usable with no lock held, from any
+ *                                           thread (served by malloc unless
+ *                                           configured otherwise).
+ *   PyMem_{Malloc,Calloc,Realloc,Free}      general-purpose memory of the
+ *   PyMem_{MALLOC,REALLOC,FREE}             program: strings, arrays, buffers
+ *   PyMem_{New,NEW,Resize,RESIZE,Del,DEL}   (pooled by default).
+ *                                           The typed forms count elements of
+ *                                           a type and refuse counts whose byte
+ *                                           size would exceed PY_SSIZE_T_MAX.
+ *   PyObject_*  (see pymalloc/objimpl.h)    memory for objects (pooled).
+ *   PyCore_{Malloc,Calloc,Realloc,Free}     the pooled allocator itself,
+ *                                           whatever the heaps are set to.
+ *
+ * THE RULE: release a block with the family that allocated it.
+ *
+ *     char *s = PyMem_Malloc(n);    ...  PyMem_Free(s);      right
+ *     char *s = PyMem_Malloc(n);    ...  PyObject_Free(s);   WRONG
+ *     char *s = PyMem_Malloc(n);    ...  free(s);            WRONG
+ *
+ * Today the wrong lines may happen to work; they break as soon as a heap is
+ * configured differently, or under the debug hooks, which report them.
+ *
+ * Common contract of every allocation function here: requests of zero
+ * bytes return a distinct non-NULL pointer; sizes above PY_SSIZE_T_MAX and
+ * element counts whose byte size would exceed it return NULL; failure
+ * returns NULL and (for realloc) leaves the old block valid; free(NULL) does
+ * nothing. Blocks are aligned to 16 bytes. All functions are thread-safe.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifndef Py_PYTHON_H
+typedef ptrdiff_t Py_ssize_t;
+#define PY_SSIZE_T_MAX ((Py_ssize_t)(((size_t)-1) >> 1))
+#define PY_SSIZE_T_MIN (-PY_SSIZE_T_MAX - 1)
+#endif

@@ -1,0 +1,234 @@
+//! `PyCore_*`: the pooled allocator itself, whatever the heaps are
+//! configured to use, and its statistics.
+
+use core::ffi::{c_char, c_int, c_void};
+
+use super::{count_ok, size_ok};
+use crate::allocator;
+use crate::domain::{self, Domain};
+use crate::stats;
+
+/// Version of `PyCoreStats` this library fills in.
+pub const PYCORE_STATS_VERSION: u32 = 1;
+/// Capacity of `PyCoreStats.classes`; `num_classes` of them are used.
+pub const PYCORE_STATS_MAX_CLASSES: usize = 128;
+
+/// One size class in `PyCoreStats`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PyCoreClassStats {
+    /// Bytes per block.
+    pub block_size: usize,
+    /// Pools serving this class.
+    pub pools: usize,
+    /// Blocks allocated.
+    pub blocks_in_use: usize,
+    /// Blocks free or not yet carved in those pools.
+    pub blocks_available: usize,
+}
+
+/// A snapshot of the pooled allocator, filled by `PyCore_GetStats`. Set
+/// `version` to `PYCORE_STATS_VERSION` before the call. Later versions
+/// only append fields.
+#[repr(C)]
+pub struct PyCoreStats {
+    /// In: the version the caller was compiled against.
+    pub version: u32,
+    /// Size classes in use by this build (entries of `classes`).
+    pub num_classes: u32,
+    /// Build configuration.
+    pub alignment: usize,
+    pub small_request_threshold: usize,
+    pub pool_size: usize,
+    pub arena_size: usize,
+    pub pool_overhead: usize,
+    pub classes: [PyCoreClassStats; PYCORE_STATS_MAX_CLASSES],
+    /// Arenas (CPython's `# arenas ...` lines).
+    pub arenas_allocated_total: u64,
+    pub arenas_reclaimed: u64,
+    pub arenas_highwater: u64,
+    pub arenas_current: u64,
+    /// Bytes (CPython's `# bytes ...` lines).
+    pub bytes_in_allocated_blocks: usize,
+    pub bytes_in_available_blocks: usize,
+    pub unused_pools: usize,
+    pub cached_pools: usize,
+    pub bytes_lost_to_pool_headers: usize,
+    pub bytes_lost_to_quantization: usize,
+    /// The address map's own memory.
+    pub address_map_leaves: usize,
+    pub address_map_bytes: usize,
+    /// Thread heaps.
+    pub heaps_live: usize,
+    pub heaps_abandoned: usize,
+    pub heaps_free: usize,
+    pub abandoned_pools: usize,
+    pub cross_thread_frees: u64,
+    pub pools_taken: u64,
+    pub pools_given_back: u64,
+    pub bytes_returned_to_os: u64,
+    pub metadata_bytes: usize,
+}
+
+/// Allocate `size` bytes from the pooled allocator (requests above the
+/// small-request threshold go to malloc). Zero bytes give a distinct
+/// non-NULL pointer. Returns NULL when out of memory or when `size`
+/// exceeds `PY_SSIZE_T_MAX`. Release with `PyCore_Free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyCore_Malloc(size: usize) -> *mut c_void {
+    if !size_ok(size) {
+        return core::ptr::null_mut();
+    }
+    allocator::malloc(size).cast()
+}
+
+/// Allocate `nelem * elsize` zeroed bytes; NULL if the product overflows
+/// `PY_SSIZE_T_MAX` or memory is exhausted.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyCore_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
+    if !count_ok(nelem, elsize) {
+        return core::ptr::null_mut();
+    }
+    allocator::calloc(nelem, elsize).cast()
+}
+
+/// Resize a block from `PyCore_Malloc`/`Calloc`/`Realloc`; `ptr == NULL`
+/// allocates. On failure returns NULL and leaves `ptr` valid.
+///
+/// # Safety
+/// `ptr` is NULL or a live block of this allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyCore_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
+    if !size_ok(new_size) {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { allocator::realloc(ptr.cast(), new_size).cast() }
+}
+
+/// Release a block; NULL is ignored.
+///
+/// # Safety
+/// `ptr` is NULL or a live block of this allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyCore_Free(ptr: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { allocator::free(ptr.cast()) }
+}
+
+/// 1 if `ptr` points into one of the pooled allocator's arenas, else 0.
+/// Exact for any pointer value; never dereferences it.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyCore_IsPooled(ptr: *const c_void) -> c_int {
+    allocator::owns(ptr.cast()) as c_int
+}
+
+/// Name of the allocator serving heap `domain` (0 raw, 1 mem, 2 object,
+/// CPython's `PYMEM_DOMAIN_*` values): "pymalloc" or "malloc"; NULL for
+/// an unknown domain. The string is static.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyCore_GetBackendName(domain: c_int) -> *const c_char {
+    let Some(&domain) = usize::try_from(domain)
+        .ok()
+        .and_then(|d| Domain::ALL.get(d))
+    else {
+        return core::ptr::null();
+    };
+    match domain::backend(domain) {
+        domain::Backend::Pymalloc => c"pymalloc".as_ptr(),
+        domain::Backend::Malloc => c"malloc".as_ptr(),
+    }
+}
+
+/// Give back to the arenas (and, for wholly free arenas, to the OS) the
+/// empty pools the calling thread's heap keeps, and recover blocks other
+/// threads freed into the heaps of exited threads.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyCore_Trim() {
+    crate::heap::trim_all();
+}
+
+/// Fill `*stats` with a snapshot of the allocator. The caller sets
+/// `stats->version = PYCORE_STATS_VERSION` first. Returns 0, or -1 (and
+/// leaves `*stats` untouched) if `stats` is NULL or the version unknown.
+///
+/// # Safety
+/// `stats` is NULL or points to a writable `PyCoreStats`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyCore_GetStats(stats: *mut PyCoreStats) -> c_int {
+    // SAFETY: guaranteed by the caller.
+    let Some(out) = (unsafe { stats.as_mut() }) else {
+        return -1;
+    };
+    if out.version != PYCORE_STATS_VERSION {
+        return -1;
+    }
+    let snap = stats::snapshot();
+    fill(out, &snap);
+    0
+}
+
+fn fill(out: &mut PyCoreStats, snap: &stats::Snapshot) {
+    use crate::config::*;
+    out.num_classes = NUM_SIZE_CLASSES as u32;
+    out.alignment = ALIGNMENT;
+    out.small_request_threshold = SMALL_REQUEST_THRESHOLD;
+    out.pool_size = POOL_SIZE;
+    out.arena_size = ARENA_SIZE;
+    out.pool_overhead = POOL_OVERHEAD;
+    let empty = PyCoreClassStats {
+        block_size: 0,
+        pools: 0,
+        blocks_in_use: 0,
+        blocks_available: 0,
+    };
+    out.classes = [empty; PYCORE_STATS_MAX_CLASSES];
+    for (slot, class) in out.classes.iter_mut().zip(&snap.classes) {
+        *slot = PyCoreClassStats {
+            block_size: class.block_size,
+            pools: class.pools,
+            blocks_in_use: class.blocks_in_use,
+            blocks_available: class.blocks_available,
+        };
+    }
+    out.arenas_allocated_total = snap.arenas.allocated_total;
+    out.arenas_reclaimed = snap.arenas.reclaimed;
+    out.arenas_highwater = snap.arenas.highwater;
+    out.arenas_current = snap.arenas.current;
+    out.bytes_in_allocated_blocks = snap.bytes_in_allocated_blocks;
+    out.bytes_in_available_blocks = snap.bytes_in_available_blocks;
+    out.unused_pools = snap.unused_pools;
+    out.cached_pools = snap.cached_pools;
+    out.bytes_lost_to_pool_headers = snap.bytes_lost_to_pool_headers;
+    out.bytes_lost_to_quantization = snap.bytes_lost_to_quantization;
+    out.address_map_leaves = snap.address_map_leaves;
+    out.address_map_bytes = snap.address_map_bytes;
+    out.heaps_live = snap.heaps.live;
+    out.heaps_abandoned = snap.heaps.abandoned;
+    out.heaps_free = snap.heaps.free;
+    out.abandoned_pools = snap.heaps.abandoned_pools;
+    out.cross_thread_frees = snap.heaps.remote_frees;
+    out.pools_taken = snap.heaps.pools_taken;
+    out.pools_given_back = snap.heaps.pools_given_back;
+    out.bytes_returned_to_os = snap.bytes_returned_to_os;
+    out.metadata_bytes = snap.metadata_bytes;
+}
+
+/// Print the statistics to `out` (stderr if NULL) in the layout of
+/// CPython's `sys._debugmallocstats()`, plus the thread-heap section.
+///
+/// # Safety
+/// `out` is NULL or an open `FILE *`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyCore_PrintStats(out: *mut libc::FILE) {
+    let text = stats::render(&stats::snapshot());
+    if out.is_null() {
+        crate::report::write_stderr(text.as_bytes());
+    } else {
+        // SAFETY: `out` is an open stream (caller); the buffer is valid.
+        unsafe {
+            libc::fwrite(text.as_ptr().cast(), 1, text.len(), out);
+            libc::fflush(out);
+        }
+    }
+}

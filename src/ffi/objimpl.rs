@@ -1,0 +1,146 @@
+//! The object heap (`PyObject_*`) and typed object creation, with the
+//! names and contracts of CPython's `Include/objimpl.h`. The functions
+//! behind the `PyObject_New`/`NewVar`/`GC_New`/`GC_NewVar` macros keep
+//! CPython's exported names, so code built against CPython links here.
+#![allow(non_snake_case)]
+
+use core::ffi::c_void;
+use core::ptr::null_mut;
+
+use super::{count_ok, size_ok};
+use crate::domain::{self, Domain};
+use crate::object::{self, PyObject, PyTypeObject, PyVarObject, Py_ssize_t};
+
+/// Object heap: allocate `size` bytes (pooled by default). Zero bytes give
+/// a distinct non-NULL pointer; NULL on failure or `size > PY_SSIZE_T_MAX`.
+/// Release with `PyObject_Free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
+    if !size_ok(size) {
+        return null_mut();
+    }
+    domain::malloc(Domain::Obj, size).cast()
+}
+
+/// Object heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
+    if !count_ok(nelem, elsize) {
+        return null_mut();
+    }
+    domain::calloc(Domain::Obj, nelem, elsize).cast()
+}
+
+/// Object heap: resize; `ptr == NULL` allocates. On failure NULL, and
+/// `ptr` stays valid.
+///
+/// # Safety
+/// `ptr` is NULL or a live object-heap block.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
+    if !size_ok(new_size) {
+        return null_mut();
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { domain::realloc(Domain::Obj, ptr.cast(), new_size).cast() }
+}
+
+/// Object heap: release; NULL is ignored.
+///
+/// # Safety
+/// `ptr` is NULL or a live object-heap block.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { domain::free(ptr.cast()) }
+}
+
+/// Initialise freshly allocated storage as an object of type `tp`:
+/// `ob_type = tp`, `ob_refcnt = 1` (and a reference to `tp` if it is a heap
+/// type). Returns `op`; NULL if `op` is NULL.
+///
+/// # Safety
+/// `op` is NULL or points to writable storage for a `PyObject`; `tp` is a
+/// type object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyObject_Init(op: *mut PyObject, tp: *mut PyTypeObject) -> *mut PyObject {
+    // SAFETY: guaranteed by the caller.
+    unsafe { object::init(op, tp) }
+}
+
+/// As `PyObject_Init`, and set `ob_size = size`.
+///
+/// # Safety
+/// `op` is NULL or points to writable storage for a `PyVarObject`; `tp`
+/// is a type object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyObject_InitVar(
+    op: *mut PyVarObject,
+    tp: *mut PyTypeObject,
+    size: Py_ssize_t,
+) -> *mut PyVarObject {
+    // SAFETY: guaranteed by the caller.
+    unsafe { object::init_var(op, tp, size) }
+}
+
+/// Behind `PyObject_New(type, tp)`: `tp->tp_basicsize` bytes from the
+/// object heap, initialised. NULL on failure. Release with `PyObject_Del`.
+///
+/// # Safety
+/// `tp` is a type object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _PyObject_New(tp: *mut PyTypeObject) -> *mut PyObject {
+    // SAFETY: guaranteed by the caller.
+    unsafe { object::new(tp) }
+}
+
+/// Behind `PyObject_NewVar(type, tp, n)`: `tp_basicsize + n * tp_itemsize`
+/// bytes rounded up to a pointer multiple, initialised with `ob_size = n`.
+/// NULL if `n < 0`, if the size overflows, or on failure.
+///
+/// # Safety
+/// `tp` is a type object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _PyObject_NewVar(
+    tp: *mut PyTypeObject,
+    nitems: Py_ssize_t,
+) -> *mut PyVarObject {
+    // SAFETY: guaranteed by the caller.
+    unsafe { object::new_var(tp, nitems) }
+}
+
+/// Behind `PyObject_GC_New(type, tp)`: as `_PyObject_New`, with a zeroed
+/// 16-byte GC header in front of the object. Release with `PyObject_GC_Del`.
+///
+/// # Safety
+/// `tp` is a type object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _PyObject_GC_New(tp: *mut PyTypeObject) -> *mut PyObject {
+    // SAFETY: guaranteed by the caller.
+    unsafe { object::gc_new(tp) }
+}
+
+/// Behind `PyObject_GC_NewVar(type, tp, n)`: as `_PyObject_NewVar`, with
+/// the GC header.
+///
+/// # Safety
+/// `tp` is a type object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _PyObject_GC_NewVar(
+    tp: *mut PyTypeObject,
+    nitems: Py_ssize_t,
+) -> *mut PyVarObject {
+    // SAFETY: guaranteed by the caller.
+    unsafe { object::gc_new_var(tp, nitems) }
+}
+
+/// Release an object from `PyObject_GC_New`/`GC_NewVar` (header included).
+/// NULL is ignored.
+///
+/// # Safety
+/// `op` is NULL or a live GC object of this library.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyObject_GC_Del(op: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { object::gc_del(op.cast()) }
+}

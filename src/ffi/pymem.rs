@@ -1,0 +1,95 @@
+//! The raw heap (`PyMem_Raw*`) and the memory heap (`PyMem_*`), with the
+//! names and contracts of CPython's `Include/pymem.h`.
+
+use core::ffi::c_void;
+use core::ptr::null_mut;
+
+use super::{count_ok, size_ok};
+use crate::domain::{self, Domain};
+
+/// Raw heap: allocate `size` bytes. Safe to call from any thread, with no
+/// lock held. Zero bytes give a distinct non-NULL pointer; NULL on
+/// failure or when `size > PY_SSIZE_T_MAX`. Release with `PyMem_RawFree`.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyMem_RawMalloc(size: usize) -> *mut c_void {
+    if !size_ok(size) {
+        return null_mut();
+    }
+    domain::malloc(Domain::Raw, size).cast()
+}
+
+/// Raw heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyMem_RawCalloc(nelem: usize, elsize: usize) -> *mut c_void {
+    if !count_ok(nelem, elsize) {
+        return null_mut();
+    }
+    domain::calloc(Domain::Raw, nelem, elsize).cast()
+}
+
+/// Raw heap: resize; `ptr == NULL` allocates, `new_size == 0` keeps a
+/// distinct non-NULL block. On failure NULL, and `ptr` stays valid.
+///
+/// # Safety
+/// `ptr` is NULL or a live raw-heap block.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyMem_RawRealloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
+    if !size_ok(new_size) {
+        return null_mut();
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { domain::realloc(Domain::Raw, ptr.cast(), new_size).cast() }
+}
+
+/// Raw heap: release; NULL is ignored.
+///
+/// # Safety
+/// `ptr` is NULL or a live raw-heap block.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyMem_RawFree(ptr: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { domain::free(ptr.cast()) }
+}
+
+/// Memory heap: allocate `size` bytes (pooled by default). Zero bytes give
+/// a distinct non-NULL pointer; NULL on failure or `size > PY_SSIZE_T_MAX`.
+/// Release with `PyMem_Free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyMem_Malloc(size: usize) -> *mut c_void {
+    if !size_ok(size) {
+        return null_mut();
+    }
+    domain::malloc(Domain::Mem, size).cast()
+}
+
+/// Memory heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyMem_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
+    if !count_ok(nelem, elsize) {
+        return null_mut();
+    }
+    domain::calloc(Domain::Mem, nelem, elsize).cast()
+}
+
+/// Memory heap: resize (see `PyMem_RawRealloc`).
+///
+/// # Safety
+/// `ptr` is NULL or a live memory-heap block.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyMem_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
+    if !size_ok(new_size) {
+        return null_mut();
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { domain::realloc(Domain::Mem, ptr.cast(), new_size).cast() }
+}
+
+/// Memory heap: release; NULL is ignored.
+///
+/// # Safety
+/// `ptr` is NULL or a live memory-heap block.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyMem_Free(ptr: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { domain::free(ptr.cast()) }
+}

@@ -1,0 +1,926 @@
+//! Per-thread heaps: the allocation and free fast paths, and everything a
+//! thread does with the pools it owns.
+//!
+//! Each thread that allocates gets a heap. A heap owns pools: for each size
+//! class a list of pools that have (or may carve) free blocks, headed by
+//! `avail[class]`; full pools are on no list; empty pools are kept in a
+//! small cache. Only the heap's thread touches these, so the owner-local
+//! paths use no atomic read-modify-write and no lock:
+//!
+//! * allocate: `avail[class]` → pool, pop its free list, `used += 1`;
+//! * free of a block whose pool this heap owns: push, `used -= 1`.
+//!
+//! A block freed by another thread is pushed onto its owner heap's
+//! `remote_free` stack with one compare-and-swap; the owner takes the whole
+//! stack with one swap when it runs out of blocks. Pool ownership never
+//! changes while a pool has live blocks, so the freeing thread can trust
+//! the `owner` it reads.
+//!
+//! When a thread exits, its heap is abandoned (not destroyed): empty pools
+//! go back to the arenas, and the heap with its remaining pools is adopted
+//! whole by the next new thread. Until then, threads that need a pool
+//! reclaim blocks freed into abandoned heaps, so their memory is reused.
+
+use core::ptr::{self, null_mut};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use crate::arena::ARENAS;
+use crate::config::{HEAP_EMPTY_POOL_CACHE, NUM_SIZE_CLASSES};
+use crate::os;
+use crate::pool::{self, Block, Pool, PoolState, EMPTY_POOL};
+use crate::size_class::block_size;
+use crate::sync::Locked;
+use crate::system;
+use crate::thread;
+
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HeapState {
+    /// The current heap of a running thread.
+    Live = 1,
+    /// Its thread exited while it still owned pools with live blocks.
+    Abandoned = 2,
+    /// Owns no pool; ready for the next thread.
+    Free = 3,
+}
+
+/// Counters kept per heap, written only by the owning thread (plain
+/// relaxed stores) and summed on request by statistics.
+#[derive(Default)]
+pub struct HeapCounters {
+    pub remote_frees_received: AtomicU64,
+    pub pools_taken: AtomicU64,
+    pub pools_given_back: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + by, Ordering::Relaxed);
+}
+
+#[repr(C)]
+pub struct Heap {
+    /// Per class, the first pool that may have free blocks, or the empty
+    /// sentinel. First in the struct: the allocation fast path reads it.
+    avail: [*mut Pool; NUM_SIZE_CLASSES],
+    /// Blocks freed by other threads (lock-free stack through `Block::next`).
+    remote_free: AtomicPtr<Block>,
+    /// Cache of empty pools, linked through `Pool::next`.
+    empty: *mut Pool,
+    empty_count: usize,
+    /// Pools owned: on class lists, full, or cached.
+    pools_owned: AtomicUsize,
+    state: AtomicU8,
+    /// Every heap ever created, for statistics and fork (never unlinked).
+    all_next: *mut Heap,
+    /// Link in the registry's abandoned or free list.
+    list_next: *mut Heap,
+    pub counters: HeapCounters,
+}
+
+/// The heap a thread sees after its exit destructor ran: every class slot
+/// is the empty sentinel, so allocations fall into the slow path, which
+/// serves them from the system allocator. Never written.
+static EXITED: StaticHeap = StaticHeap(Heap {
+    avail: [EMPTY_POOL.as_ptr(); NUM_SIZE_CLASSES],
+    remote_free: AtomicPtr::new(null_mut()),
+    empty: null_mut(),
+    empty_count: 0,
+    pools_owned: AtomicUsize::new(0),
+    state: AtomicU8::new(HeapState::Free as u8),
+    all_next: null_mut(),
+    list_next: null_mut(),
+    counters: HeapCounters {
+        remote_frees_received: AtomicU64::new(0),
+        pools_taken: AtomicU64::new(0),
+        pools_given_back: AtomicU64::new(0),
+    },
+});
+
+struct StaticHeap(Heap);
+// SAFETY: the exited-thread heap is never written (see `EXITED`).
+unsafe impl Sync for StaticHeap {}
+
+fn exited_heap() -> *mut Heap {
+    ptr::addr_of!(EXITED.0).cast_mut()
+}
+
+// ---------------------------------------------------------------------------
+// Fast paths
+
+/// Allocate one block of `class`.
+#[inline(always)]
+pub fn alloc(class: usize) -> *mut u8 {
+    debug_assert!(class < NUM_SIZE_CLASSES);
+    let heap = thread::current_heap();
+    if !heap.is_null() {
+        // SAFETY: a non-null slot holds this thread's heap (or the never-
+        // written exited heap, whose pools have no free block); `avail`
+        // entries are pools this heap owns or the sentinel; `class` is in
+        // range; a non-null free block lies inside its pool.
+        unsafe {
+            let pool = *(*heap).avail.get_unchecked(class);
+            let block = (*pool).free;
+            if !block.is_null() {
+                (*pool).free = (*block).next;
+                (*pool).set_used((*pool).used() + 1);
+                return block.cast();
+            }
+        }
+    }
+    alloc_slow(class)
+}
+
+/// Free a block that the address map says is ours.
+///
+/// # Safety
+/// `block` was returned by `alloc` and not freed since.
+#[inline(always)]
+pub unsafe fn free(block: *mut u8) {
+    let pool = pool::pool_of(block as usize);
+    let heap = thread::current_heap();
+    // SAFETY: `block` is live, so its pool is initialised and owned.
+    let owner = unsafe { (*pool).owner.load(Ordering::Relaxed) };
+    if owner == heap && !heap.is_null() {
+        // SAFETY: this thread owns the pool.
+        unsafe { free_local(heap, pool, block.cast()) }
+    } else {
+        free_remote(owner, block.cast());
+    }
+}
+
+/// Bytes usable in the block at `block` (its class size).
+///
+/// # Safety
+/// `block` is a live block of ours.
+#[inline]
+pub unsafe fn block_usable_size(block: *mut u8) -> usize {
+    // SAFETY: guaranteed by the caller.
+    unsafe { (*pool::pool_of(block as usize)).block_size as usize }
+}
+
+/// # Safety
+/// `heap` is the calling thread's heap (or a heap it has exclusive use of)
+/// and owns `pool`, which contains the live block `block`.
+#[inline(always)]
+unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let old = (*pool).free;
+        (*block).next = old;
+        (*pool).free = block;
+        let used = (*pool).used() - 1;
+        (*pool).set_used(used);
+        if old.is_null() || used == 0 {
+            pool_changed_list(heap, pool);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Slow paths
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(class: usize) -> *mut u8 {
+    let mut heap = thread::current_heap();
+    if heap.is_null() {
+        heap = attach_thread();
+        if heap.is_null() {
+            return null_mut();
+        }
+    }
+    if heap == exited_heap() {
+        // Allocations from TLS destructors that run after ours: the system
+        // allocator serves them, and free() recognises them as foreign.
+        return system::malloc(block_size(class));
+    }
+    // SAFETY: `heap` is this thread's live heap.
+    unsafe { alloc_from_pools(heap, class) }
+}
+
+/// # Safety
+/// The caller has exclusive use of `heap`.
+unsafe fn alloc_from_pools(heap: *mut Heap, class: usize) -> *mut u8 {
+    let sentinel = EMPTY_POOL.as_ptr();
+    // SAFETY: exclusive use of the heap and its pools (caller).
+    unsafe {
+        loop {
+            let pool = (*heap).avail[class];
+            if pool != sentinel {
+                if (*pool).free.is_null() && !pool::carve(pool) {
+                    // Exhausted: off the list until a block comes back.
+                    unlink(heap, pool);
+                    (*pool).set_state(PoolState::Full);
+                    continue;
+                }
+                let block = (*pool).free;
+                (*pool).free = (*block).next;
+                (*pool).set_used((*pool).used() + 1);
+                return block.cast();
+            }
+            if collect_remote_frees(heap) {
+                continue;
+            }
+            let Some(pool) = take_pool(heap) else {
+                return null_mut();
+            };
+            pool::prepare(pool, class, heap);
+            (*pool).set_state(PoolState::Available);
+            link_front(heap, pool, class);
+        }
+    }
+}
+
+/// A free made the pool leave the "full" state or become empty.
+///
+/// # Safety
+/// As for `free_local`.
+#[cold]
+#[inline(never)]
+unsafe fn pool_changed_list(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: exclusive use of heap and pool (caller).
+    unsafe {
+        let class = (*pool).class();
+        if (*pool).state() == PoolState::Full {
+            // Front of the list, as CPython does: the pool most recently
+            // freed into is the one most likely to be in cache.
+            (*pool).set_state(PoolState::Available);
+            link_front(heap, pool, class);
+        }
+        if (*pool).used() == 0 {
+            // The only pool of its class stays put, so that a program
+            // allocating and freeing one block does not cycle a pool.
+            if (*heap).avail[class] == pool && (*pool).next.is_null() {
+                return;
+            }
+            unlink(heap, pool);
+            retire_pool(heap, pool);
+        }
+    }
+}
+
+/// Push `block` onto the remote-free stack of `owner`.
+#[cold]
+#[inline(never)]
+fn free_remote(owner: *mut Heap, block: *mut Block) {
+    if owner.is_null() || owner == exited_heap() {
+        crate::report::invalid_free(block.cast());
+        return;
+    }
+    // SAFETY: heaps are never unmapped, and `owner` owns the pool of the
+    // live block `block`, which this thread may now overwrite.
+    unsafe {
+        let stack = &(*owner).remote_free;
+        let mut head = stack.load(Ordering::Relaxed);
+        loop {
+            (*block).next = head;
+            match stack.compare_exchange_weak(head, block, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(current) => head = current,
+            }
+        }
+    }
+}
+
+/// Take back the blocks other threads freed into `heap`'s pools. Returns
+/// whether there were any.
+///
+/// # Safety
+/// The caller has exclusive use of `heap`.
+unsafe fn collect_remote_frees(heap: *mut Heap) -> bool {
+    // SAFETY: exclusive use (caller); the swap hands us the whole stack,
+    // whose blocks are all live blocks of pools this heap owns.
+    unsafe {
+        let mut block = (*heap).remote_free.swap(null_mut(), Ordering::Acquire);
+        if block.is_null() {
+            return false;
+        }
+        let mut count = 0;
+        while !block.is_null() {
+            let next = (*block).next;
+            free_local(heap, pool::pool_of(block as usize), block);
+            block = next;
+            count += 1;
+        }
+        bump(&(*heap).counters.remote_frees_received, count);
+        true
+    }
+}
+
+/// # Safety
+/// Exclusive use of `heap`; `pool` is on no list.
+unsafe fn link_front(heap: *mut Heap, pool: *mut Pool, class: usize) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let head = (*heap).avail[class];
+        (*pool).prev = null_mut();
+        if head == EMPTY_POOL.as_ptr() {
+            (*pool).next = null_mut();
+        } else {
+            (*pool).next = head;
+            (*head).prev = pool;
+        }
+        (*heap).avail[class] = pool;
+    }
+}
+
+/// # Safety
+/// Exclusive use of `heap`; `pool` is on its class list.
+unsafe fn unlink(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let (prev, next) = ((*pool).prev, (*pool).next);
+        if prev.is_null() {
+            (*heap).avail[(*pool).class()] = if next.is_null() {
+                EMPTY_POOL.as_ptr()
+            } else {
+                next
+            };
+        } else {
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+        (*pool).next = null_mut();
+        (*pool).prev = null_mut();
+    }
+}
+
+/// A pool of `heap` became empty: cache it, or give it back to its arena.
+///
+/// # Safety
+/// Exclusive use of `heap`; `pool` is empty and on no list.
+unsafe fn retire_pool(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if (*heap).empty_count < HEAP_EMPTY_POOL_CACHE {
+            (*pool).set_state(PoolState::Cached);
+            (*pool).next = (*heap).empty;
+            (*heap).empty = pool;
+            (*heap).empty_count += 1;
+        } else {
+            give_back(heap, &mut [pool]);
+        }
+    }
+}
+
+/// # Safety
+/// Exclusive use of `heap`; the pools are empty, on no list, owned by it.
+unsafe fn give_back(heap: *mut Heap, pools: &mut [*mut Pool]) {
+    if pools.is_empty() {
+        return;
+    }
+    let mut arenas = ARENAS.lock();
+    for &mut pool in pools.iter_mut() {
+        // SAFETY: guaranteed by the caller.
+        unsafe { arenas.give_back_pool(pool) };
+    }
+    drop(arenas);
+    // SAFETY: exclusive use of the heap.
+    unsafe {
+        let owned = (*heap).pools_owned.load(Ordering::Relaxed);
+        (*heap)
+            .pools_owned
+            .store(owned - pools.len(), Ordering::Relaxed);
+        bump(&(*heap).counters.pools_given_back, pools.len() as u64);
+    }
+}
+
+/// A pool for `heap`: from its empty cache, else from the arenas (after
+/// trying to recover memory stuck in abandoned heaps).
+///
+/// # Safety
+/// Exclusive use of `heap`.
+unsafe fn take_pool(heap: *mut Heap) -> Option<*mut Pool> {
+    // SAFETY: exclusive use of the heap (caller).
+    unsafe {
+        if !(*heap).empty.is_null() {
+            let pool = (*heap).empty;
+            (*heap).empty = (*pool).next;
+            (*heap).empty_count -= 1;
+            return Some(pool);
+        }
+    }
+    if ABANDONED_WITH_POOLS.load(Ordering::Relaxed) > 0 {
+        reclaim_abandoned();
+    }
+    let pool = ARENAS.lock().take_pool()?.as_ptr();
+    // SAFETY: exclusive use of the heap (caller).
+    unsafe {
+        (*heap).pools_owned.store(
+            (*heap).pools_owned.load(Ordering::Relaxed) + 1,
+            Ordering::Relaxed,
+        );
+        bump(&(*heap).counters.pools_taken, 1);
+    }
+    Some(pool)
+}
+
+/// Pools on their way back to the arenas, handed over a batch per lock.
+struct GiveBackBatch {
+    pools: [*mut Pool; 64],
+    len: usize,
+}
+
+impl GiveBackBatch {
+    /// # Safety
+    /// As for `give_back`, for `pool` and `heap`.
+    unsafe fn push(&mut self, heap: *mut Heap, pool: *mut Pool) {
+        self.pools[self.len] = pool;
+        self.len += 1;
+        if self.len == self.pools.len() {
+            // SAFETY: guaranteed by the caller.
+            unsafe { self.flush(heap) };
+        }
+    }
+
+    /// # Safety
+    /// As for `give_back`.
+    unsafe fn flush(&mut self, heap: *mut Heap) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { give_back(heap, &mut self.pools[..self.len]) };
+        self.len = 0;
+    }
+}
+
+/// Give back every empty pool of `heap`: its cache, and empty pools still
+/// on class lists.
+///
+/// # Safety
+/// Exclusive use of `heap`.
+unsafe fn trim(heap: *mut Heap) {
+    let mut batch = GiveBackBatch {
+        pools: [null_mut(); 64],
+        len: 0,
+    };
+    // SAFETY: exclusive use of the heap and its pools (caller).
+    unsafe {
+        while !(*heap).empty.is_null() {
+            let pool = (*heap).empty;
+            (*heap).empty = (*pool).next;
+            batch.push(heap, pool);
+        }
+        (*heap).empty_count = 0;
+        for class in 0..NUM_SIZE_CLASSES {
+            let mut pool = (*heap).avail[class];
+            while pool != EMPTY_POOL.as_ptr() {
+                let next = (*pool).next;
+                if (*pool).used() == 0 {
+                    unlink(heap, pool);
+                    batch.push(heap, pool);
+                }
+                pool = if next.is_null() {
+                    EMPTY_POOL.as_ptr()
+                } else {
+                    next
+                };
+            }
+        }
+        batch.flush(heap);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The heap registry: creating, adopting, abandoning and reclaiming heaps.
+
+struct Registry {
+    all: *mut Heap,
+    abandoned: *mut Heap,
+    free: *mut Heap,
+    cursor: *mut Heap,
+    end: *mut Heap,
+    created: usize,
+    metadata_bytes: usize,
+}
+
+// SAFETY: the registry's pointers are to heap records that are only
+// linked and unlinked under the REGISTRY lock.
+unsafe impl Send for Registry {}
+
+static REGISTRY: Locked<Registry> = Locked::new(Registry {
+    all: null_mut(),
+    abandoned: null_mut(),
+    free: null_mut(),
+    cursor: null_mut(),
+    end: null_mut(),
+    created: 0,
+    metadata_bytes: 0,
+});
+
+/// Abandoned heaps on the registry list (cheap test on the pool-taking path).
+static ABANDONED_WITH_POOLS: AtomicUsize = AtomicUsize::new(0);
+
+const HEAPS_PER_CHUNK: usize = 64 * 1024 / core::mem::size_of::<Heap>();
+
+impl Registry {
+    fn pop_abandoned(&mut self) -> *mut Heap {
+        let heap = self.abandoned;
+        if !heap.is_null() {
+            // SAFETY: listed heaps are live records.
+            self.abandoned = unsafe { (*heap).list_next };
+            ABANDONED_WITH_POOLS.fetch_sub(1, Ordering::Relaxed);
+        }
+        heap
+    }
+
+    /// Put a heap that no thread uses on the list its pools call for.
+    ///
+    /// # Safety
+    /// Nobody else uses `heap`, and it is on no list.
+    unsafe fn park(&mut self, heap: *mut Heap) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            if (*heap).pools_owned.load(Ordering::Relaxed) == 0 {
+                (*heap)
+                    .state
+                    .store(HeapState::Free as u8, Ordering::Relaxed);
+                (*heap).list_next = self.free;
+                self.free = heap;
+            } else {
+                (*heap)
+                    .state
+                    .store(HeapState::Abandoned as u8, Ordering::Relaxed);
+                (*heap).list_next = self.abandoned;
+                self.abandoned = heap;
+                ABANDONED_WITH_POOLS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A heap for a new thread: an abandoned one (adopted with its pools),
+    /// a free one, or a new one.
+    fn heap_for_new_thread(&mut self) -> *mut Heap {
+        let mut heap = self.pop_abandoned();
+        if heap.is_null() && !self.free.is_null() {
+            heap = self.free;
+            // SAFETY: listed heaps are live records.
+            self.free = unsafe { (*heap).list_next };
+        }
+        if heap.is_null() {
+            heap = self.new_heap();
+        }
+        heap
+    }
+
+    fn new_heap(&mut self) -> *mut Heap {
+        if self.cursor == self.end {
+            let bytes = HEAPS_PER_CHUNK * core::mem::size_of::<Heap>();
+            let Some(chunk) = os::map(bytes) else {
+                return null_mut();
+            };
+            self.metadata_bytes += bytes;
+            self.cursor = chunk.as_ptr().cast();
+            // SAFETY: the chunk holds HEAPS_PER_CHUNK heaps.
+            self.end = unsafe { self.cursor.add(HEAPS_PER_CHUNK) };
+        }
+        let heap = self.cursor;
+        // SAFETY: `heap` is unused memory inside the current chunk, sized
+        // and aligned for a Heap (chunks are page-aligned, Heap is 8-aligned).
+        unsafe {
+            self.cursor = heap.add(1);
+            ptr::write(
+                heap,
+                Heap {
+                    avail: [EMPTY_POOL.as_ptr(); NUM_SIZE_CLASSES],
+                    remote_free: AtomicPtr::new(null_mut()),
+                    empty: null_mut(),
+                    empty_count: 0,
+                    pools_owned: AtomicUsize::new(0),
+                    state: AtomicU8::new(HeapState::Free as u8),
+                    all_next: self.all,
+                    list_next: null_mut(),
+                    counters: HeapCounters::default(),
+                },
+            );
+        }
+        self.all = heap;
+        self.created += 1;
+        heap
+    }
+}
+
+/// Give the calling thread a heap; null when none can be made.
+#[cold]
+fn attach_thread() -> *mut Heap {
+    install_fork_handlers();
+    let heap = REGISTRY.lock().heap_for_new_thread();
+    if heap.is_null() {
+        return null_mut();
+    }
+    // SAFETY: the heap came off the registry, so this thread has it alone.
+    unsafe {
+        (*heap)
+            .state
+            .store(HeapState::Live as u8, Ordering::Relaxed)
+    };
+    thread::set_current_heap(heap);
+    // Without a pthread key the heap is simply never abandoned: it stays
+    // owned by this thread's id-less slot, its memory is not lost.
+    thread::register_exit(heap, on_thread_exit);
+    heap
+}
+
+/// pthread key destructor: the thread is exiting.
+unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
+    let heap = value.cast::<Heap>();
+    thread::set_current_heap(exited_heap());
+    if !heap.is_null() && heap != exited_heap() {
+        // SAFETY: `heap` was this thread's heap; the thread is ending, so
+        // it has exclusive use of it for the last time.
+        unsafe { abandon(heap) };
+    }
+}
+
+/// # Safety
+/// Exclusive use of `heap`, which no thread will use afterwards.
+unsafe fn abandon(heap: *mut Heap) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        collect_remote_frees(heap);
+        trim(heap);
+        REGISTRY.lock().park(heap);
+    }
+}
+
+/// Recover memory from one abandoned heap that has blocks waiting in its
+/// remote-free stack: take them back and give its empty pools to the arenas.
+#[cold]
+fn reclaim_abandoned() {
+    let heap = {
+        let Some(mut registry) = REGISTRY.try_lock() else {
+            return;
+        };
+        // Find an abandoned heap with remote frees pending, and unlink it.
+        let mut link: *mut *mut Heap = &mut registry.abandoned;
+        let mut found = null_mut();
+        // SAFETY: walking and unlinking listed heap records under the lock.
+        unsafe {
+            while !(*link).is_null() {
+                let heap = *link;
+                if !(*heap).remote_free.load(Ordering::Relaxed).is_null() {
+                    *link = (*heap).list_next;
+                    ABANDONED_WITH_POOLS.fetch_sub(1, Ordering::Relaxed);
+                    found = heap;
+                    break;
+                }
+                link = &mut (*heap).list_next;
+            }
+        }
+        found
+    };
+    if heap.is_null() {
+        return;
+    }
+    // SAFETY: the heap is off every list and belongs to no thread, so this
+    // thread has exclusive use of it until it parks it again.
+    unsafe {
+        collect_remote_frees(heap);
+        trim(heap);
+        REGISTRY.lock().park(heap);
+    }
+}
+
+/// Process-wide: release memory that heaps hold but do not need: empty
+/// pools in the calling thread's heap and blocks freed into abandoned
+/// heaps. (Exported as `PyCore_Trim`.)
+pub fn trim_all() {
+    let heap = thread::current_heap();
+    if !heap.is_null() && heap != exited_heap() {
+        // SAFETY: the calling thread's own heap.
+        unsafe {
+            collect_remote_frees(heap);
+            trim(heap);
+        }
+    }
+    let pending = ABANDONED_WITH_POOLS.load(Ordering::Relaxed);
+    for _ in 0..pending {
+        reclaim_abandoned();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// fork()
+
+static FORK_HANDLERS: AtomicBool = AtomicBool::new(false);
+
+pub fn install_fork_handlers() {
+    if FORK_HANDLERS.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: registering plain C functions; pthread_atfork keeps them.
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_parent),
+            Some(after_fork_child),
+        )
+    };
+}
+
+extern "C" fn before_fork() {
+    // Lock order: registry, then arenas (the order every path uses).
+    REGISTRY.acquire_for_fork();
+    ARENAS.acquire_for_fork();
+}
+
+extern "C" fn after_fork_parent() {
+    ARENAS.release_after_fork(false);
+    REGISTRY.release_after_fork(false);
+}
+
+extern "C" fn after_fork_child() {
+    // Only the forking thread exists in the child: every other live heap
+    // belongs to a thread that is gone, so it is abandoned.
+    let current = thread::current_heap();
+    // SAFETY: the registry lock is held by this thread (taken before fork).
+    unsafe {
+        let registry = REGISTRY.value_while_held();
+        let mut heap = registry.all;
+        while !heap.is_null() {
+            let next = (*heap).all_next;
+            if heap != current && (*heap).state.load(Ordering::Relaxed) == HeapState::Live as u8 {
+                registry.park(heap);
+            }
+            heap = next;
+        }
+    }
+    ARENAS.release_after_fork(true);
+    REGISTRY.release_after_fork(true);
+}
+
+// ---------------------------------------------------------------------------
+// Statistics
+
+/// What statistics need to know about heaps.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct HeapTotals {
+    pub created: usize,
+    pub live: usize,
+    pub abandoned: usize,
+    pub free: usize,
+    pub abandoned_pools: usize,
+    pub remote_frees: u64,
+    pub pools_taken: u64,
+    pub pools_given_back: u64,
+    pub metadata_bytes: usize,
+}
+
+pub fn totals() -> HeapTotals {
+    let registry = REGISTRY.lock();
+    let mut totals = HeapTotals {
+        created: registry.created,
+        metadata_bytes: registry.metadata_bytes,
+        ..HeapTotals::default()
+    };
+    let mut heap = registry.all;
+    // SAFETY: heap records are never unmapped; counters are atomics.
+    unsafe {
+        while !heap.is_null() {
+            let h = &*heap;
+            let pools = h.pools_owned.load(Ordering::Relaxed);
+            match h.state.load(Ordering::Relaxed) {
+                1 => totals.live += 1,
+                2 => {
+                    totals.abandoned += 1;
+                    totals.abandoned_pools += pools;
+                }
+                _ => totals.free += 1,
+            }
+            totals.remote_frees += h.counters.remote_frees_received.load(Ordering::Relaxed);
+            totals.pools_taken += h.counters.pools_taken.load(Ordering::Relaxed);
+            totals.pools_given_back += h.counters.pools_given_back.load(Ordering::Relaxed);
+            heap = h.all_next;
+        }
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allocator;
+    use crate::pool::pool_of;
+    use std::sync::mpsc;
+
+    fn owner_of(block: *mut u8) -> *mut Heap {
+        // SAFETY: a live block's pool header is initialised.
+        unsafe { (*pool_of(block as usize)).owner.load(Ordering::Relaxed) }
+    }
+
+    #[test]
+    fn blocks_of_one_thread_come_from_its_heap() {
+        let blocks: Vec<_> = (0..1000).map(|i| alloc(i % NUM_SIZE_CLASSES)).collect();
+        let heap = thread::current_heap();
+        assert!(!heap.is_null());
+        assert!(blocks.iter().all(|&b| owner_of(b) == heap));
+        for block in blocks {
+            // SAFETY: live blocks of this thread.
+            unsafe { free(block) };
+        }
+    }
+
+    #[test]
+    fn blocks_freed_by_another_thread_return_to_their_owner() {
+        let class = 3;
+        let blocks: Vec<usize> = (0..5000).map(|_| alloc(class) as usize).collect();
+        let heap = thread::current_heap();
+        // SAFETY: reading this thread's own counters.
+        let received_before = unsafe {
+            (*heap)
+                .counters
+                .remote_frees_received
+                .load(Ordering::Relaxed)
+        };
+        std::thread::spawn(move || {
+            for block in blocks {
+                // SAFETY: live blocks, handed over to this thread.
+                unsafe { free(block as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+        // SAFETY: this thread owns `heap`.
+        unsafe {
+            assert!(!(*heap).remote_free.load(Ordering::Relaxed).is_null());
+            assert!(collect_remote_frees(heap));
+            let received = (*heap)
+                .counters
+                .remote_frees_received
+                .load(Ordering::Relaxed);
+            assert_eq!(received - received_before, 5000);
+        }
+    }
+
+    #[test]
+    fn remote_frees_race_with_the_owner_without_losing_blocks() {
+        let (to_freer, inbox) = mpsc::channel::<Vec<usize>>();
+        let freer = std::thread::spawn(move || {
+            for batch in inbox {
+                for block in batch {
+                    // SAFETY: live blocks handed over by the owner.
+                    unsafe {
+                        assert_eq!(*(block as *const u64), block as u64, "content survived");
+                        free(block as *mut u8);
+                    }
+                }
+            }
+        });
+        for round in 0..200 {
+            let batch: Vec<usize> = (0..256)
+                .map(|i| {
+                    let block = alloc((round + i) % 8);
+                    // SAFETY: every class holds at least 16 bytes.
+                    unsafe { *(block as *mut u64) = block as u64 };
+                    block as usize
+                })
+                .collect();
+            to_freer.send(batch).unwrap();
+        }
+        drop(to_freer);
+        freer.join().unwrap();
+    }
+
+    #[test]
+    fn an_exiting_threads_blocks_outlive_it_and_its_heap_is_reused() {
+        let (blocks, heap) = std::thread::spawn(|| {
+            let blocks: Vec<usize> = (0..3000).map(|i| alloc(i % 4) as usize).collect();
+            (blocks, thread::current_heap() as usize)
+        })
+        .join()
+        .unwrap();
+        let heap = heap as *mut Heap;
+        for &block in &blocks {
+            // The heap may already be adopted by another test's thread;
+            // either way the pools stay with the same heap record.
+            assert_eq!(
+                owner_of(block as *mut u8),
+                heap,
+                "pools stay with their heap"
+            );
+            // SAFETY: live blocks of the exited thread.
+            unsafe { allocator::free(block as *mut u8) };
+        }
+        // Blocks wait in the abandoned heap's remote stack until reclaimed;
+        // a trim (or the next pool request) brings them back.
+        trim_all();
+        let totals = super::totals();
+        assert!(totals.pools_given_back > 0);
+    }
+
+    #[test]
+    fn allocation_after_thread_exit_uses_the_system_allocator() {
+        std::thread::spawn(|| {
+            let _ = alloc(0); // attach a heap
+            thread::set_current_heap(exited_heap());
+            let block = alloc(2);
+            assert!(!block.is_null());
+            assert!(!allocator::owns(block));
+            // SAFETY: a system block, freed through the ownership check.
+            unsafe { allocator::free(block) };
+            // At exit the pthread key destructor still abandons the real heap.
+        })
+        .join()
+        .unwrap();
+    }
+}

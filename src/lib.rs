@@ -1,0 +1,93 @@
+//! # pymalloc-rs
+//!
+//! CPython's small-object allocator ("pymalloc", `Objects/obmalloc.c`)
+//! rebuilt in Rust as a C library, and made thread-safe without a global
+//! lock on its fast paths. It exports the memory API of the 2002
+//! "Activating pymalloc" proposal as CPython grew it: the raw heap
+//! (`PyMem_Raw*`), the memory heap (`PyMem_*`), the object heap
+//! (`PyObject_*`), typed object creation (`PyObject_New`, `..._GC_New`, …)
+//! and the pooled allocator itself (`PyCore_*`).
+//!
+//! ## Where blocks come from
+//!
+//! ```text
+//!   PyMem_Raw*  PyMem_*  PyObject_*          (domain: per heap, malloc or pymalloc)
+//!        \         |        /
+//!         +--------+-------+---- PyCore_* ---+
+//!                  |                         |
+//!        1..=512 bytes (and 0)        > 512 bytes, foreign pointers
+//!                  |                         |
+//!   thread slot -> Heap (one per thread)   libc malloc / free
+//!                  |  avail[class] -> Pool -> free list of blocks     } no lock, no
+//!                  |  remote_free <- blocks freed by other threads    } atomic RMW
+//!                  |                           (one CAS per free)     } on the owner
+//!                  v  pool exhausted / empty                          } paths
+//!           Arenas (global, locked): 1 MiB, aligned, 64 pools each
+//!                  |
+//!                 OS (mmap / munmap)        Address map: pointer -> arena, lock-free
+//! ```
+//!
+//! * A **block** is what a caller gets: `ALIGNMENT`-spaced size classes
+//!   (16, 32, …, 512 bytes by default; [`size_class`]).
+//! * A **pool** (16 KiB) holds blocks of one class behind a 48-byte header
+//!   and is owned by one heap at a time ([`pool`]).
+//! * An **arena** (1 MiB, aligned to its size) is carved into pools; arenas
+//!   are the unit taken from and returned to the OS ([`arena`], [`os`]).
+//! * The **address map** tells, for any pointer, whether it is in one of
+//!   our arenas, so a pointer from malloc freed through this API goes back
+//!   to malloc ([`address_map`]).
+//! * A **heap** belongs to one thread ([`heap`], [`thread`]). Allocation
+//!   and owner-local free touch only the heap and its pools: no lock, no
+//!   atomic read-modify-write. A block freed by another thread goes onto
+//!   its owner heap's lock-free stack; the owner takes the stack back when
+//!   it runs out of blocks. An exiting thread's heap is abandoned, then
+//!   adopted by the next new thread; meanwhile other threads reclaim the
+//!   memory freed into it.
+//!
+//! Locks are taken only when a heap needs a pool from, or gives one back
+//! to, the arenas, and when threads start and end ([`sync`]). `fork()`
+//! takes them all first, so the child never inherits a held lock.
+//!
+//! ## Modules
+//!
+//! Configuration ([`config`], from `build.rs`), the pieces above, the
+//! system allocator ([`system`]), the heaps' backend choice ([`domain`]),
+//! typed objects ([`object`]), statistics ([`stats`]) and the C ABI
+//! ([`ffi`]), which only validates arguments and calls the core.
+
+pub mod address_map;
+pub mod allocator;
+pub mod arena;
+pub mod config;
+pub mod domain;
+pub mod ffi;
+pub mod heap;
+pub mod object;
+pub mod os;
+pub mod pool;
+pub mod report;
+pub mod size_class;
+pub mod stats;
+pub mod sync;
+pub mod system;
+pub mod thread;
+
+/// Runs when the library is loaded (ELF constructor): reads the
+/// environment and registers the fork handlers before any thread can
+/// allocate.
+extern "C" fn on_load() {
+    domain::configure_from_env();
+    heap::install_fork_handlers();
+    if std::env::var_os("PYMALLOC_STATS").is_some_and(|v| v == "1") {
+        // SAFETY: registering a plain C function to run at exit.
+        unsafe { libc::atexit(print_stats_at_exit) };
+    }
+}
+
+extern "C" fn print_stats_at_exit() {
+    report::write_stderr(stats::render(&stats::snapshot()).as_bytes());
+}
+
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

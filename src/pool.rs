@@ -1,0 +1,244 @@
+//! Pools: `POOL_SIZE` bytes of one arena, holding blocks of one size class
+//! behind a 48-byte header (CPython's `pool_header`, reshaped for threads).
+//!
+//! A pool belongs to at most one heap at a time (`owner`). Only the owning
+//! heap's thread touches `free`, `next_offset`, `next` and `prev`; other
+//! threads read `owner` (to decide whether a free is local) and statistics
+//! read `used`, `class` and `state`, which are atomics for that reason —
+//! written with plain relaxed stores, never read-modify-write.
+//!
+//! Blocks are carved lazily: `next_offset` marks the first block never
+//! handed out, and at most `CARVE_BYTES` of fresh blocks are threaded onto
+//! the free list at a time.
+
+use core::ptr::{self, null_mut};
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering::Relaxed};
+
+use crate::config::{CARVE_BYTES, POOL_OVERHEAD, POOL_SIZE};
+use crate::heap::Heap;
+use crate::size_class::block_size;
+
+/// A free block: its first word links to the next free block.
+#[repr(C)]
+pub struct Block {
+    pub next: *mut Block,
+}
+
+/// What a pool is doing; read by statistics.
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PoolState {
+    /// In its arena's free list, or never carved: no owner.
+    Unused = 0,
+    /// Owned, on its heap's list for its class (has, or may get, free blocks).
+    Available = 1,
+    /// Owned, every block allocated; on no list until a block comes back.
+    Full = 2,
+    /// Owned, no block allocated, kept in the heap's empty-pool cache.
+    Cached = 3,
+}
+
+#[repr(C)]
+pub struct Pool {
+    /// Head of the free list (owner only).
+    pub free: *mut Block,
+    /// Allocated blocks (owner writes, statistics read).
+    pub used: AtomicU32,
+    /// Size class of the blocks (written when the pool is (re)initialised).
+    pub class: AtomicU16,
+    pub state: AtomicU8,
+    _reserved: u8,
+    /// Offset of the first never-carved block (owner only).
+    pub next_offset: u32,
+    /// Bytes per block, cached so that carving needs no table.
+    pub block_size: u32,
+    /// Heap that owns the pool; null when the pool is unused.
+    pub owner: AtomicPtr<Heap>,
+    /// Links in the owner's class list, the heap's empty cache or the
+    /// arena's free-pool list (owner or arena-lock holder only).
+    pub next: *mut Pool,
+    pub prev: *mut Pool,
+}
+
+const _: () = assert!(
+    core::mem::size_of::<Pool>() == 48,
+    "build.rs POOL_HEADER_BYTES"
+);
+const _: () = assert!(POOL_OVERHEAD >= core::mem::size_of::<Pool>());
+
+/// The pool a block belongs to: its address rounded down to the pool size.
+/// Only meaningful for addresses the address map says are ours.
+#[inline(always)]
+pub fn pool_of(address: usize) -> *mut Pool {
+    (address & !(POOL_SIZE - 1)) as *mut Pool
+}
+
+/// A pool header with no free blocks that no heap owns, placed in every
+/// empty class slot of a heap so that the allocation fast path needs no
+/// "is there a pool?" test: popping from it always falls into the slow path.
+/// It is never written.
+pub static EMPTY_POOL: SentinelPool = SentinelPool(Pool {
+    free: null_mut(),
+    used: AtomicU32::new(0),
+    class: AtomicU16::new(0),
+    state: AtomicU8::new(PoolState::Unused as u8),
+    _reserved: 0,
+    next_offset: POOL_SIZE as u32,
+    block_size: 0,
+    owner: AtomicPtr::new(null_mut()),
+    next: null_mut(),
+    prev: null_mut(),
+});
+
+pub struct SentinelPool(Pool);
+// SAFETY: the sentinel is never written; its raw-pointer fields are null.
+unsafe impl Sync for SentinelPool {}
+
+impl SentinelPool {
+    #[inline(always)]
+    pub const fn as_ptr(&'static self) -> *mut Pool {
+        ptr::addr_of!(self.0).cast_mut()
+    }
+}
+
+impl Pool {
+    #[inline(always)]
+    pub fn state(&self) -> PoolState {
+        match self.state.load(Relaxed) {
+            1 => PoolState::Available,
+            2 => PoolState::Full,
+            3 => PoolState::Cached,
+            _ => PoolState::Unused,
+        }
+    }
+
+    #[inline(always)]
+    pub fn set_state(&self, state: PoolState) {
+        self.state.store(state as u8, Relaxed);
+    }
+
+    #[inline(always)]
+    pub fn used(&self) -> u32 {
+        self.used.load(Relaxed)
+    }
+
+    #[inline(always)]
+    pub fn set_used(&self, used: u32) {
+        self.used.store(used, Relaxed);
+    }
+
+    #[inline(always)]
+    pub fn class(&self) -> usize {
+        self.class.load(Relaxed) as usize
+    }
+
+    /// Blocks this pool can hold.
+    pub fn capacity(&self) -> usize {
+        (POOL_SIZE - POOL_OVERHEAD) / self.block_size as usize
+    }
+
+    pub fn has_uncarved_blocks(&self) -> bool {
+        self.next_offset as usize + self.block_size as usize <= POOL_SIZE
+    }
+}
+
+/// Prepare the pool at `pool` to serve `class` for `owner`. A pool that last
+/// served the same class keeps its free list and carving position; any
+/// other starts empty and is carved lazily.
+///
+/// # Safety
+/// `pool` is a pool of one of our arenas with no allocated block, owned by
+/// the caller (taken from an arena or the caller's empty cache).
+pub unsafe fn prepare(pool: *mut Pool, class: usize, owner: *mut Heap) {
+    // SAFETY: the caller owns the pool exclusively, so plain writes are fine.
+    let p = unsafe { &mut *pool };
+    let reusable = p.block_size as usize == block_size(class) && p.next_offset != 0;
+    if !reusable {
+        p.free = null_mut();
+        p.next_offset = POOL_OVERHEAD as u32;
+        p.block_size = block_size(class) as u32;
+        p.class.store(class as u16, Relaxed);
+    }
+    p.set_used(0);
+    p.owner.store(owner, Relaxed);
+    p.next = null_mut();
+    p.prev = null_mut();
+}
+
+/// Thread up to `CARVE_BYTES` of never-used blocks onto the free list of
+/// `pool` (whose free list is empty). Returns false when the pool has none.
+///
+/// # Safety
+/// The caller owns `pool`, an initialised pool of one of our arenas.
+pub unsafe fn carve(pool: *mut Pool) -> bool {
+    // SAFETY: the caller owns the pool exclusively.
+    let p = unsafe { &mut *pool };
+    debug_assert!(p.free.is_null());
+    let size = p.block_size as usize;
+    let start = p.next_offset as usize;
+    let available = (POOL_SIZE - start) / size;
+    if available == 0 {
+        return false;
+    }
+    let count = available.min((CARVE_BYTES / size).max(1));
+    let base = pool as usize;
+    let mut offset = start;
+    for _ in 0..count - 1 {
+        // SAFETY: `offset + size <= POOL_SIZE` for each of the `count`
+        // blocks, so every write stays inside this pool's fresh blocks.
+        unsafe { (*((base + offset) as *mut Block)).next = (base + offset + size) as *mut Block };
+        offset += size;
+    }
+    // SAFETY: as above, for the last carved block.
+    unsafe { (*((base + offset) as *mut Block)).next = null_mut() };
+    p.free = (base + start) as *mut Block;
+    p.next_offset = (offset + size) as u32;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{NUM_SIZE_CLASSES, POOL_SIZE};
+    use crate::os;
+    use crate::size_class::blocks_per_pool;
+
+    #[test]
+    fn carving_yields_every_block_once_in_bounds_and_aligned() {
+        let memory = os::map_aligned(POOL_SIZE, POOL_SIZE).unwrap();
+        let pool = memory.as_ptr() as *mut Pool;
+        for class in [0, NUM_SIZE_CLASSES / 2, NUM_SIZE_CLASSES - 1] {
+            // SAFETY: the pool memory is ours; reset it to a fresh state.
+            unsafe {
+                ptr::write_bytes(memory.as_ptr(), 0, POOL_OVERHEAD);
+                prepare(pool, class, null_mut());
+            }
+            let mut seen = std::collections::HashSet::new();
+            // SAFETY: the pool is exclusively ours.
+            while unsafe { carve(pool) } {
+                // SAFETY: walking the free list `carve` just built.
+                unsafe {
+                    let mut block = (*pool).free;
+                    while !block.is_null() {
+                        let address = block as usize;
+                        assert!(address >= pool as usize + POOL_OVERHEAD);
+                        assert!(address + block_size(class) <= pool as usize + POOL_SIZE);
+                        assert_eq!(address % crate::config::ALIGNMENT, 0);
+                        assert!(seen.insert(address));
+                        block = (*block).next;
+                    }
+                    (*pool).free = null_mut();
+                }
+            }
+            assert_eq!(seen.len(), blocks_per_pool(class));
+        }
+        // SAFETY: mapped above.
+        unsafe { os::unmap(memory, POOL_SIZE) };
+    }
+
+    #[test]
+    fn empty_pool_sentinel_has_nothing_to_give() {
+        // SAFETY: reading the static sentinel.
+        unsafe { assert!((*EMPTY_POOL.as_ptr()).free.is_null()) };
+    }
+}

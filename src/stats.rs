@@ -1,0 +1,271 @@
+//! Statistics: a snapshot of the pools, arenas, address map and heaps,
+//! computed on request by walking the arenas (nothing is counted on the
+//! fast paths), and its report in the layout of CPython's
+//! `sys._debugmallocstats()`, followed by what a threaded allocator adds.
+
+use core::fmt::Write;
+
+use crate::address_map;
+use crate::arena::{ArenaCounters, ARENAS};
+use crate::config::{
+    ALIGNMENT, ARENA_SIZE, NUM_SIZE_CLASSES, POOLS_PER_ARENA, POOL_OVERHEAD, POOL_SIZE,
+    SMALL_REQUEST_THRESHOLD,
+};
+use crate::heap::{self, HeapTotals};
+use crate::os;
+use crate::pool::{Pool, PoolState};
+use crate::size_class::{block_size, blocks_per_pool, quantization_loss};
+
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ClassStats {
+    pub block_size: usize,
+    pub pools: usize,
+    pub blocks_in_use: usize,
+    pub blocks_available: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub classes: Vec<ClassStats>,
+    pub arenas: ArenaCounters,
+    pub bytes_in_allocated_blocks: usize,
+    pub bytes_in_available_blocks: usize,
+    /// Pools in no heap's use: free in their arena, or never carved.
+    pub unused_pools: usize,
+    /// Empty pools kept by heaps for reuse.
+    pub cached_pools: usize,
+    pub bytes_lost_to_pool_headers: usize,
+    pub bytes_lost_to_quantization: usize,
+    pub address_map_leaves: usize,
+    pub address_map_bytes: usize,
+    pub heaps: HeapTotals,
+    pub bytes_returned_to_os: u64,
+    pub metadata_bytes: usize,
+}
+
+impl Snapshot {
+    pub fn blocks_in_use(&self) -> usize {
+        self.classes.iter().map(|c| c.blocks_in_use).sum()
+    }
+}
+
+pub fn snapshot() -> Snapshot {
+    let mut snap = Snapshot {
+        classes: (0..NUM_SIZE_CLASSES)
+            .map(|class| ClassStats {
+                block_size: block_size(class),
+                ..ClassStats::default()
+            })
+            .collect(),
+        ..Snapshot::default()
+    };
+    {
+        let arenas = ARENAS.lock();
+        snap.arenas = arenas.counters;
+        snap.metadata_bytes += arenas.metadata_bytes();
+        for view in arenas.views() {
+            snap.unused_pools += POOLS_PER_ARENA - view.carved;
+            for index in 0..view.carved {
+                let pool = (view.base + index * POOL_SIZE) as *const Pool;
+                // SAFETY: carved pools lie inside a mapped arena (we hold
+                // the arena lock, so it cannot be unmapped); the fields read
+                // are atomics, since owners update them concurrently.
+                let pool = unsafe { &*pool };
+                match pool.state() {
+                    PoolState::Unused => snap.unused_pools += 1,
+                    PoolState::Cached => snap.cached_pools += 1,
+                    PoolState::Available | PoolState::Full => {
+                        let class = pool.class().min(NUM_SIZE_CLASSES - 1);
+                        let used = (pool.used() as usize).min(blocks_per_pool(class));
+                        let entry = &mut snap.classes[class];
+                        entry.pools += 1;
+                        entry.blocks_in_use += used;
+                        entry.blocks_available += blocks_per_pool(class) - used;
+                        snap.bytes_lost_to_quantization += quantization_loss(class);
+                    }
+                }
+            }
+        }
+    }
+    let pools_in_use: usize = snap.classes.iter().map(|c| c.pools).sum();
+    snap.bytes_lost_to_pool_headers = pools_in_use * POOL_OVERHEAD;
+    for c in &snap.classes {
+        snap.bytes_in_allocated_blocks += c.blocks_in_use * c.block_size;
+        snap.bytes_in_available_blocks += c.blocks_available * c.block_size;
+    }
+    snap.address_map_leaves = address_map::leaves_mapped();
+    snap.address_map_bytes =
+        address_map::ROOT_BYTES + snap.address_map_leaves * address_map::LEAF_BYTES;
+    snap.heaps = heap::totals();
+    snap.metadata_bytes += snap.heaps.metadata_bytes;
+    snap.bytes_returned_to_os = os::bytes_unmapped();
+    snap
+}
+
+/// CPython's `printone`: the label padded to column 35, `=`, the value
+/// right-aligned with thousands separators in 21 columns.
+fn line(out: &mut String, label: &str, value: u64) {
+    let _ = writeln!(out, "{label:<35}={:>21}", grouped(value));
+}
+
+fn grouped(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+pub fn render(snap: &Snapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Small block threshold = {SMALL_REQUEST_THRESHOLD}, in {NUM_SIZE_CLASSES} size classes.\n"
+    );
+    out.push_str("class   size   num pools   blocks in use  avail blocks\n");
+    out.push_str("-----   ----   ---------   -------------  ------------\n");
+    for (class, c) in snap.classes.iter().enumerate() {
+        if c.pools > 0 {
+            let _ = writeln!(
+                out,
+                "{class:5} {:6} {:11} {:15} {:13}",
+                c.block_size, c.pools, c.blocks_in_use, c.blocks_available
+            );
+        }
+    }
+    out.push('\n');
+    let a = &snap.arenas;
+    line(&mut out, "# arenas allocated total", a.allocated_total);
+    line(&mut out, "# arenas reclaimed", a.reclaimed);
+    line(&mut out, "# arenas highwater mark", a.highwater);
+    line(&mut out, "# arenas allocated current", a.current);
+    let arena_bytes = a.current * ARENA_SIZE as u64;
+    line(
+        &mut out,
+        &format!("{} arenas * {ARENA_SIZE} bytes/arena", a.current),
+        arena_bytes,
+    );
+    out.push('\n');
+    line(
+        &mut out,
+        "# bytes in allocated blocks",
+        snap.bytes_in_allocated_blocks as u64,
+    );
+    line(
+        &mut out,
+        "# bytes in available blocks",
+        snap.bytes_in_available_blocks as u64,
+    );
+    let unused = snap.unused_pools + snap.cached_pools;
+    line(
+        &mut out,
+        &format!("{unused} unused pools * {POOL_SIZE} bytes"),
+        (unused * POOL_SIZE) as u64,
+    );
+    line(
+        &mut out,
+        "# bytes lost to pool headers",
+        snap.bytes_lost_to_pool_headers as u64,
+    );
+    line(
+        &mut out,
+        "# bytes lost to quantization",
+        snap.bytes_lost_to_quantization as u64,
+    );
+    line(&mut out, "# bytes lost to arena alignment", 0);
+    let total = snap.bytes_in_allocated_blocks
+        + snap.bytes_in_available_blocks
+        + unused * POOL_SIZE
+        + snap.bytes_lost_to_pool_headers
+        + snap.bytes_lost_to_quantization;
+    line(&mut out, "Total", total as u64);
+    out.push_str("\narena map counts\n");
+    line(
+        &mut out,
+        "# arena map leaf nodes",
+        snap.address_map_leaves as u64,
+    );
+    out.push('\n');
+    line(
+        &mut out,
+        "# bytes lost to arena map root",
+        address_map::ROOT_BYTES as u64,
+    );
+    line(
+        &mut out,
+        "# bytes lost to arena map leaves",
+        (snap.address_map_leaves * address_map::LEAF_BYTES) as u64,
+    );
+    line(&mut out, "Total", snap.address_map_bytes as u64);
+    out.push_str("\nthread heaps\n");
+    let h = &snap.heaps;
+    line(&mut out, "# heaps live", h.live as u64);
+    line(&mut out, "# heaps abandoned", h.abandoned as u64);
+    line(&mut out, "# heaps free for reuse", h.free as u64);
+    line(
+        &mut out,
+        "# pools held by abandoned heaps",
+        h.abandoned_pools as u64,
+    );
+    line(
+        &mut out,
+        "# empty pools cached by heaps",
+        snap.cached_pools as u64,
+    );
+    line(&mut out, "# cross-thread frees", h.remote_frees);
+    line(&mut out, "# pools taken from arenas", h.pools_taken);
+    line(&mut out, "# pools given back to arenas", h.pools_given_back);
+    line(
+        &mut out,
+        "# bytes returned to the OS",
+        snap.bytes_returned_to_os,
+    );
+    line(
+        &mut out,
+        "# bytes of allocator metadata",
+        snap.metadata_bytes as u64,
+    );
+    let _ = writeln!(
+        out,
+        "\nconfiguration: alignment {ALIGNMENT}, pool {POOL_SIZE} bytes, arena {ARENA_SIZE} bytes"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_grouped_like_cpython() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(4_194_304), "4,194,304");
+        let mut out = String::new();
+        line(&mut out, "# arenas allocated total", 4);
+        assert_eq!(
+            out,
+            "# arenas allocated total           =                    4\n"
+        );
+    }
+
+    #[test]
+    fn live_blocks_show_up_in_their_class() {
+        // Blocks of an odd class that other tests rarely use.
+        let size = block_size(NUM_SIZE_CLASSES - 2);
+        let blocks: Vec<_> = (0..100).map(|_| crate::allocator::malloc(size)).collect();
+        let snap = snapshot();
+        assert!(snap.classes[NUM_SIZE_CLASSES - 2].blocks_in_use >= 100);
+        let text = render(&snap);
+        assert!(text.starts_with("Small block threshold = "));
+        assert!(text.contains("# arenas allocated current"));
+        for block in blocks {
+            // SAFETY: live blocks from malloc.
+            unsafe { crate::allocator::free(block) };
+        }
+    }
+}
