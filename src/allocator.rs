@@ -19,47 +19,52 @@ use crate::heap;
 use crate::size_class::class_of;
 use crate::system;
 
-#[inline(always)]
-pub fn malloc(size: usize) -> *mut u8 {
-    match class_of(size) {
-        Some(class) => heap::alloc(class),
-        None => malloc_unpooled_size(size),
+/// The allocator behind the pools: serves requests above the threshold
+/// and owns every pointer the address map does not know. The standalone
+/// library uses libc (`System`); hook tables installed into CPython use
+/// the allocator they replaced.
+pub trait Fallback {
+    fn malloc(&self, size: usize) -> *mut u8;
+    fn calloc(&self, count: usize, size: usize) -> *mut u8;
+    /// # Safety
+    /// `block` is a live block of this fallback.
+    unsafe fn realloc(&self, block: *mut u8, size: usize) -> *mut u8;
+    /// # Safety
+    /// `block` is a live block of this fallback.
+    unsafe fn free(&self, block: *mut u8);
+}
+
+/// libc malloc.
+pub struct System;
+
+impl Fallback for System {
+    #[inline]
+    fn malloc(&self, size: usize) -> *mut u8 {
+        system::malloc(size)
+    }
+    #[inline]
+    fn calloc(&self, count: usize, size: usize) -> *mut u8 {
+        system::calloc(count, size)
+    }
+    #[inline]
+    unsafe fn realloc(&self, block: *mut u8, size: usize) -> *mut u8 {
+        // SAFETY: guaranteed by the caller.
+        unsafe { system::realloc(block, size) }
+    }
+    #[inline]
+    unsafe fn free(&self, block: *mut u8) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { system::free(block) }
     }
 }
 
-#[cold]
-#[inline(never)]
-fn malloc_unpooled_size(size: usize) -> *mut u8 {
-    if size == 0 {
-        heap::alloc(0)
-    } else {
-        system::malloc(size)
-    }
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut u8 {
+    malloc_with(&System, size)
 }
 
 pub fn calloc(count: usize, size: usize) -> *mut u8 {
-    let Some(total) = count.checked_mul(size) else {
-        return ptr::null_mut();
-    };
-    match class_of(total) {
-        Some(class) => {
-            let block = heap::alloc(class);
-            if !block.is_null() {
-                // SAFETY: the block has at least `total` bytes.
-                unsafe { ptr::write_bytes(block, 0, total) };
-            }
-            block
-        }
-        None if total == 0 => {
-            let block = heap::alloc(0);
-            if !block.is_null() {
-                // SAFETY: a class-0 block has at least one byte.
-                unsafe { *block = 0 };
-            }
-            block
-        }
-        None => system::calloc(count, size),
-    }
+    calloc_with(&System, count, size)
 }
 
 /// # Safety
@@ -67,32 +72,82 @@ pub fn calloc(count: usize, size: usize) -> *mut u8 {
 /// allocator.
 #[inline(always)]
 pub unsafe fn free(block: *mut u8) {
-    if address_map::contains(block as usize) {
-        // SAFETY: the address map says the block is in one of our arenas,
-        // and the caller says it is live.
-        unsafe { heap::free(block) }
-    } else if !block.is_null() {
-        // SAFETY: not ours, so (caller) a live system block.
-        unsafe { system::free(block) }
-    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { free_with(&System, block) }
 }
 
 /// # Safety
 /// As for `free`.
 pub unsafe fn realloc(block: *mut u8, size: usize) -> *mut u8 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { realloc_with(&System, block, size) }
+}
+
+#[inline(always)]
+pub fn malloc_with<F: Fallback>(fallback: &F, size: usize) -> *mut u8 {
+    match class_of(size) {
+        Some(class) => heap::alloc(class),
+        None => malloc_unpooled_size(fallback, size),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn malloc_unpooled_size<F: Fallback>(fallback: &F, size: usize) -> *mut u8 {
+    if size == 0 {
+        heap::alloc(0)
+    } else {
+        fallback.malloc(size)
+    }
+}
+
+pub fn calloc_with<F: Fallback>(fallback: &F, count: usize, size: usize) -> *mut u8 {
+    let Some(total) = count.checked_mul(size) else {
+        return ptr::null_mut();
+    };
+    let class = match class_of(total) {
+        Some(class) => class,
+        None if total == 0 => 0,
+        None => return fallback.calloc(count, size),
+    };
+    let block = heap::alloc(class);
+    if !block.is_null() {
+        // SAFETY: the block has at least max(total, 1) bytes.
+        unsafe { ptr::write_bytes(block, 0, total.max(1)) };
+    }
+    block
+}
+
+/// # Safety
+/// `block` is null, or a live block of this allocator or of `fallback`.
+#[inline(always)]
+pub unsafe fn free_with<F: Fallback>(fallback: &F, block: *mut u8) {
+    if address_map::contains(block as usize) {
+        // SAFETY: the address map says the block is in one of our arenas,
+        // and the caller says it is live.
+        unsafe { heap::free(block) }
+    } else if !block.is_null() {
+        // SAFETY: not ours, so (caller) a live block of the fallback.
+        unsafe { fallback.free(block) }
+    }
+}
+
+/// # Safety
+/// As for `free_with`.
+pub unsafe fn realloc_with<F: Fallback>(fallback: &F, block: *mut u8, size: usize) -> *mut u8 {
     if block.is_null() {
-        return malloc(size);
+        return malloc_with(fallback, size);
     }
     if !address_map::contains(block as usize) {
-        // SAFETY: not ours, so (caller) a live system block.
-        return unsafe { system::realloc(block, size) };
+        // SAFETY: not ours, so (caller) a live block of the fallback.
+        return unsafe { fallback.realloc(block, size) };
     }
     // SAFETY: a live block of ours (caller, address map).
     let capacity = unsafe { heap::block_usable_size(block) };
     if size <= capacity && size * 4 > capacity * 3 {
         return block;
     }
-    let moved = malloc(size);
+    let moved = malloc_with(fallback, size);
     if !moved.is_null() {
         // SAFETY: both blocks are live and distinct; `min` bytes fit both.
         unsafe {

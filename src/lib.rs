@@ -59,6 +59,7 @@ pub mod address_map;
 pub mod allocator;
 pub mod arena;
 pub mod config;
+pub mod cpython;
 pub mod domain;
 pub mod ffi;
 pub mod heap;
@@ -73,19 +74,46 @@ pub mod system;
 pub mod thread;
 
 /// Runs when the library is loaded (ELF constructor): reads the
-/// environment and registers the fork handlers before any thread can
-/// allocate.
+/// environment, registers the fork handlers before any thread can
+/// allocate, and connects to a CPython in the process (see [`cpython`]).
 extern "C" fn on_load() {
     domain::configure_from_env();
     heap::install_fork_handlers();
-    if std::env::var_os("PYMALLOC_STATS").is_some_and(|v| v == "1") {
+    cpython::on_load();
+    let to_stderr = std::env::var_os("PYMALLOC_STATS").is_some_and(|v| v == "1");
+    if to_stderr || std::env::var_os("PYMALLOC_STATS_FILE").is_some() {
         // SAFETY: registering a plain C function to run at exit.
-        unsafe { libc::atexit(print_stats_at_exit) };
+        unsafe { libc::atexit(report_stats_at_exit) };
     }
 }
 
-extern "C" fn print_stats_at_exit() {
-    report::write_stderr(stats::render(&stats::snapshot()).as_bytes());
+/// `PYMALLOC_STATS=1`: the full report on stderr. `PYMALLOC_STATS_FILE=path`:
+/// one summary line appended to `path` (for runs with many processes, such
+/// as a test suite). Processes that never used the pools (a shell started
+/// with the library preloaded, say) report nothing.
+extern "C" fn report_stats_at_exit() {
+    let snap = stats::snapshot();
+    if snap.arenas.allocated_total == 0 {
+        return;
+    }
+    if std::env::var_os("PYMALLOC_STATS").is_some_and(|v| v == "1") {
+        report::write_stderr(stats::render(&snap).as_bytes());
+    }
+    if let Some(path) = std::env::var_os("PYMALLOC_STATS_FILE") {
+        use std::io::Write;
+        let line = stats::summary_line(&snap);
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(line.as_bytes()));
+        if let Err(error) = written {
+            report::message(format_args!(
+                "PYMALLOC_STATS_FILE={}: {error}",
+                path.to_string_lossy()
+            ));
+        }
+    }
 }
 
 #[used]

@@ -236,6 +236,22 @@ pub fn render(snap: &Snapshot) -> String {
     out
 }
 
+/// One line for `PYMALLOC_STATS_FILE`: `key=value` pairs, written with a
+/// single `write`, so lines from concurrent processes do not interleave.
+pub fn summary_line(snap: &Snapshot) -> String {
+    format!(
+        "pymalloc pid={} arenas_total={} arenas_current={} blocks_in_use={} pools_taken={} \
+         heaps_created={} cross_thread_frees={}\n",
+        std::process::id(),
+        snap.arenas.allocated_total,
+        snap.arenas.current,
+        snap.blocks_in_use(),
+        snap.heaps.pools_taken,
+        snap.heaps.created,
+        snap.heaps.remote_frees,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

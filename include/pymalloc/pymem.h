@@ -45,6 +45,16 @@
 typedef ptrdiff_t Py_ssize_t;
 #define PY_SSIZE_T_MAX ((Py_ssize_t)(((size_t)-1) >> 1))
 #define PY_SSIZE_T_MIN (-PY_SSIZE_T_MAX - 1)
+
+/* CPython's allocator hook table (Include/cpython/pymem.h, 3.5 and later):
+ * what PyCore_GetAllocator fills for PyMem_SetAllocator. */
+typedef struct {
+    void *ctx;                                   /* first argument of each */
+    void *(*malloc)(void *ctx, size_t size);
+    void *(*calloc)(void *ctx, size_t nelem, size_t elsize);
+    void *(*realloc)(void *ctx, void *ptr, size_t new_size);
+    void (*free)(void *ctx, void *ptr);
+} PyMemAllocatorEx;
 #endif
 
 #ifndef Py_PYTHON_H
@@ -299,6 +309,31 @@ int PyCore_GetStats(PyCoreStats *stats);
  `out` is NULL or an open `FILE *`.
  */
 void PyCore_PrintStats(FILE *out);
+
+/*
+ Fill `*allocator` with a hook table in CPython's `PyMemAllocatorEx`
+ layout that serves `domain` (0 raw, 1 mem, 2 object) from the pooled
+ allocator, for `PyMem_SetAllocator(domain, allocator)`. The table wraps
+ the allocator the domain has now (read with CPython's
+ `PyMem_GetAllocator` when a CPython is in the process; libc malloc
+ otherwise): requests above the threshold and pointers the pools do not
+ own go to it, so the table may be installed while the interpreter runs.
+ Returns 0, or -1 for an unknown domain or a NULL `allocator`.
+
+ # Safety
+ `allocator` is NULL or points to a writable `PyMemAllocatorEx`.
+ */
+int PyCore_GetAllocator(int domain, PyMemAllocatorEx *allocator);
+
+/*
+ Install the hook tables into the CPython runtime of this process for
+ every heap configured as "pymalloc" (by default: mem and object),
+ wrapping the allocators installed now. Call it before `Py_Initialize`
+ (or from a running interpreter: the tables wrap, so this is safe).
+ Returns 0, or -1 with a message on stderr when no CPython runtime is
+ present. Installing twice is harmless.
+ */
+int PyCore_InstallHooks(void);
 #ifdef __cplusplus
 }
 #endif

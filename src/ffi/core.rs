@@ -5,6 +5,7 @@ use core::ffi::{c_char, c_int, c_void};
 
 use super::{count_ok, size_ok};
 use crate::allocator;
+use crate::cpython::{self, PyMemAllocatorEx};
 use crate::domain::{self, Domain};
 use crate::stats;
 
@@ -229,6 +230,53 @@ pub unsafe extern "C" fn PyCore_PrintStats(out: *mut libc::FILE) {
         unsafe {
             libc::fwrite(text.as_ptr().cast(), 1, text.len(), out);
             libc::fflush(out);
+        }
+    }
+}
+
+/// Fill `*allocator` with a hook table in CPython's `PyMemAllocatorEx`
+/// layout that serves `domain` (0 raw, 1 mem, 2 object) from the pooled
+/// allocator, for `PyMem_SetAllocator(domain, allocator)`. The table wraps
+/// the allocator the domain has now (read with CPython's
+/// `PyMem_GetAllocator` when a CPython is in the process; libc malloc
+/// otherwise): requests above the threshold and pointers the pools do not
+/// own go to it, so the table may be installed while the interpreter runs.
+/// Returns 0, or -1 for an unknown domain or a NULL `allocator`.
+///
+/// # Safety
+/// `allocator` is NULL or points to a writable `PyMemAllocatorEx`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyCore_GetAllocator(
+    domain: c_int,
+    allocator: *mut PyMemAllocatorEx,
+) -> c_int {
+    let Some(&domain) = usize::try_from(domain)
+        .ok()
+        .and_then(|d| Domain::ALL.get(d))
+    else {
+        return -1;
+    };
+    // SAFETY: guaranteed by the caller.
+    let Some(out) = (unsafe { allocator.as_mut() }) else {
+        return -1;
+    };
+    *out = cpython::allocator_for(domain);
+    0
+}
+
+/// Install the hook tables into the CPython runtime of this process for
+/// every heap configured as "pymalloc" (by default: mem and object),
+/// wrapping the allocators installed now. Call it before `Py_Initialize`
+/// (or from a running interpreter: the tables wrap, so this is safe).
+/// Returns 0, or -1 with a message on stderr when no CPython runtime is
+/// present. Installing twice is harmless.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyCore_InstallHooks() -> c_int {
+    match cpython::install_hooks() {
+        Ok(_) => 0,
+        Err(error) => {
+            crate::report::message(format_args!("PyCore_InstallHooks: {error}"));
+            -1
         }
     }
 }

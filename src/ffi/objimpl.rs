@@ -16,6 +16,10 @@ use crate::object::{self, PyObject, PyTypeObject, PyVarObject, Py_ssize_t};
 /// Release with `PyObject_Free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
+    crate::forward_to_cpython!(
+        PyObject_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
+        size
+    );
     if !size_ok(size) {
         return null_mut();
     }
@@ -25,6 +29,11 @@ pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
 /// Object heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
+    crate::forward_to_cpython!(
+        PyObject_Calloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
+        nelem,
+        elsize
+    );
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
@@ -38,6 +47,11 @@ pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// `ptr` is NULL or a live object-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
+    crate::forward_to_cpython!(
+        PyObject_Realloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+        ptr,
+        new_size
+    );
     if !size_ok(new_size) {
         return null_mut();
     }
@@ -51,6 +65,7 @@ pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> 
 /// `ptr` is NULL or a live object-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
+    crate::forward_to_cpython!(PyObject_Free as unsafe extern "C" fn(*mut c_void), ptr);
     // SAFETY: guaranteed by the caller.
     unsafe { domain::free(ptr.cast()) }
 }
@@ -64,6 +79,11 @@ pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
 /// type object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyObject_Init(op: *mut PyObject, tp: *mut PyTypeObject) -> *mut PyObject {
+    crate::forward_to_cpython!(
+        PyObject_Init as unsafe extern "C" fn(*mut PyObject, *mut PyTypeObject) -> *mut PyObject,
+        op,
+        tp
+    );
     // SAFETY: guaranteed by the caller.
     unsafe { object::init(op, tp) }
 }
@@ -79,6 +99,17 @@ pub unsafe extern "C" fn PyObject_InitVar(
     tp: *mut PyTypeObject,
     size: Py_ssize_t,
 ) -> *mut PyVarObject {
+    crate::forward_to_cpython!(
+        PyObject_InitVar
+            as unsafe extern "C" fn(
+                *mut PyVarObject,
+                *mut PyTypeObject,
+                Py_ssize_t,
+            ) -> *mut PyVarObject,
+        op,
+        tp,
+        size
+    );
     // SAFETY: guaranteed by the caller.
     unsafe { object::init_var(op, tp, size) }
 }
@@ -90,6 +121,10 @@ pub unsafe extern "C" fn PyObject_InitVar(
 /// `tp` is a type object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn _PyObject_New(tp: *mut PyTypeObject) -> *mut PyObject {
+    crate::forward_to_cpython!(
+        _PyObject_New as unsafe extern "C" fn(*mut PyTypeObject) -> *mut PyObject,
+        tp
+    );
     // SAFETY: guaranteed by the caller.
     unsafe { object::new(tp) }
 }
@@ -105,6 +140,11 @@ pub unsafe extern "C" fn _PyObject_NewVar(
     tp: *mut PyTypeObject,
     nitems: Py_ssize_t,
 ) -> *mut PyVarObject {
+    crate::forward_to_cpython!(
+        _PyObject_NewVar as unsafe extern "C" fn(*mut PyTypeObject, Py_ssize_t) -> *mut PyVarObject,
+        tp,
+        nitems
+    );
     // SAFETY: guaranteed by the caller.
     unsafe { object::new_var(tp, nitems) }
 }
@@ -116,6 +156,10 @@ pub unsafe extern "C" fn _PyObject_NewVar(
 /// `tp` is a type object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn _PyObject_GC_New(tp: *mut PyTypeObject) -> *mut PyObject {
+    crate::forward_to_cpython!(
+        _PyObject_GC_New as unsafe extern "C" fn(*mut PyTypeObject) -> *mut PyObject,
+        tp
+    );
     // SAFETY: guaranteed by the caller.
     unsafe { object::gc_new(tp) }
 }
@@ -130,6 +174,12 @@ pub unsafe extern "C" fn _PyObject_GC_NewVar(
     tp: *mut PyTypeObject,
     nitems: Py_ssize_t,
 ) -> *mut PyVarObject {
+    crate::forward_to_cpython!(
+        _PyObject_GC_NewVar
+            as unsafe extern "C" fn(*mut PyTypeObject, Py_ssize_t) -> *mut PyVarObject,
+        tp,
+        nitems
+    );
     // SAFETY: guaranteed by the caller.
     unsafe { object::gc_new_var(tp, nitems) }
 }
@@ -141,6 +191,7 @@ pub unsafe extern "C" fn _PyObject_GC_NewVar(
 /// `op` is NULL or a live GC object of this library.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyObject_GC_Del(op: *mut c_void) {
+    crate::forward_to_cpython!(PyObject_GC_Del as unsafe extern "C" fn(*mut c_void), op);
     // SAFETY: guaranteed by the caller.
     unsafe { object::gc_del(op.cast()) }
 }

@@ -12,6 +12,10 @@ use crate::domain::{self, Domain};
 /// failure or when `size > PY_SSIZE_T_MAX`. Release with `PyMem_RawFree`.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_RawMalloc(size: usize) -> *mut c_void {
+    crate::forward_to_cpython!(
+        PyMem_RawMalloc as unsafe extern "C" fn(usize) -> *mut c_void,
+        size
+    );
     if !size_ok(size) {
         return null_mut();
     }
@@ -21,6 +25,11 @@ pub extern "C" fn PyMem_RawMalloc(size: usize) -> *mut c_void {
 /// Raw heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_RawCalloc(nelem: usize, elsize: usize) -> *mut c_void {
+    crate::forward_to_cpython!(
+        PyMem_RawCalloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
+        nelem,
+        elsize
+    );
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
@@ -34,6 +43,11 @@ pub extern "C" fn PyMem_RawCalloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// `ptr` is NULL or a live raw-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_RawRealloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
+    crate::forward_to_cpython!(
+        PyMem_RawRealloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+        ptr,
+        new_size
+    );
     if !size_ok(new_size) {
         return null_mut();
     }
@@ -47,6 +61,7 @@ pub unsafe extern "C" fn PyMem_RawRealloc(ptr: *mut c_void, new_size: usize) -> 
 /// `ptr` is NULL or a live raw-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_RawFree(ptr: *mut c_void) {
+    crate::forward_to_cpython!(PyMem_RawFree as unsafe extern "C" fn(*mut c_void), ptr);
     // SAFETY: guaranteed by the caller.
     unsafe { domain::free(ptr.cast()) }
 }
@@ -56,6 +71,10 @@ pub unsafe extern "C" fn PyMem_RawFree(ptr: *mut c_void) {
 /// Release with `PyMem_Free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_Malloc(size: usize) -> *mut c_void {
+    crate::forward_to_cpython!(
+        PyMem_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
+        size
+    );
     if !size_ok(size) {
         return null_mut();
     }
@@ -65,6 +84,11 @@ pub extern "C" fn PyMem_Malloc(size: usize) -> *mut c_void {
 /// Memory heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
+    crate::forward_to_cpython!(
+        PyMem_Calloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
+        nelem,
+        elsize
+    );
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
@@ -77,6 +101,11 @@ pub extern "C" fn PyMem_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// `ptr` is NULL or a live memory-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
+    crate::forward_to_cpython!(
+        PyMem_Realloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+        ptr,
+        new_size
+    );
     if !size_ok(new_size) {
         return null_mut();
     }
@@ -90,6 +119,7 @@ pub unsafe extern "C" fn PyMem_Realloc(ptr: *mut c_void, new_size: usize) -> *mu
 /// `ptr` is NULL or a live memory-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_Free(ptr: *mut c_void) {
+    crate::forward_to_cpython!(PyMem_Free as unsafe extern "C" fn(*mut c_void), ptr);
     // SAFETY: guaranteed by the caller.
     unsafe { domain::free(ptr.cast()) }
 }

@@ -40,4 +40,14 @@
 typedef ptrdiff_t Py_ssize_t;
 #define PY_SSIZE_T_MAX ((Py_ssize_t)(((size_t)-1) >> 1))
 #define PY_SSIZE_T_MIN (-PY_SSIZE_T_MAX - 1)
+
+/* CPython's allocator hook table (Include/cpython/pymem.h, 3.5 and later):
+ * what PyCore_GetAllocator fills for PyMem_SetAllocator. */
+typedef struct {
+    void *ctx;                                   /* first argument of each */
+    void *(*malloc)(void *ctx, size_t size);
+    void *(*calloc)(void *ctx, size_t nelem, size_t elsize);
+    void *(*realloc)(void *ctx, void *ptr, size_t new_size);
+    void (*free)(void *ctx, void *ptr);
+} PyMemAllocatorEx;
 #endif

@@ -1,0 +1,417 @@
+//! Serving a CPython interpreter: allocator hook tables in CPython's
+//! `PyMemAllocatorEx` layout, their installation into the runtime present
+//! in the process, and the rule that keeps our CPython-named exports from
+//! taking over CPython's own dispatch.
+//!
+//! * A hook table serves blocks of up to the threshold from the pools and
+//!   hands everything else — larger requests, and every pointer the
+//!   address map does not know — to the allocator it replaced. So a table
+//!   installed while the interpreter runs frees blocks allocated before it
+//!   was installed correctly (CPython's documented requirement).
+//! * The library never links against libpython: the runtime's
+//!   `PyMem_GetAllocator`/`PyMem_SetAllocator` are looked up with `dlsym`,
+//!   so programs without Python (e.g. `sh`, `timeout` under LD_PRELOAD)
+//!   are unaffected.
+//! * libpython exports the same names as we do (`PyObject_Malloc`, …) and
+//!   calls them through its PLT. Preloaded, our definitions would win and
+//!   silently bypass CPython's dispatch (tracemalloc, `PYTHONMALLOC=debug`,
+//!   `PyMem_SetupDebugHooks`). So when libpython is found after us in the
+//!   lookup order, each CPython-named export forwards to libpython's own
+//!   function, and our allocator is reached through the installed tables.
+
+use core::cell::UnsafeCell;
+use core::ffi::{c_int, c_void, CStr};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::allocator::{self, Fallback};
+use crate::domain::{self, Backend, Domain};
+use crate::sync::Locked;
+use crate::system;
+
+/// CPython's `PyMemAllocatorEx` (identical in 3.5 … 3.13).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PyMemAllocatorEx {
+    pub ctx: *mut c_void,
+    pub malloc: Option<unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void>,
+    pub calloc: Option<unsafe extern "C" fn(*mut c_void, usize, usize) -> *mut c_void>,
+    pub realloc: Option<unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void>,
+    pub free: Option<unsafe extern "C" fn(*mut c_void, *mut c_void)>,
+}
+
+impl PyMemAllocatorEx {
+    const EMPTY: PyMemAllocatorEx = PyMemAllocatorEx {
+        ctx: core::ptr::null_mut(),
+        malloc: None,
+        calloc: None,
+        realloc: None,
+        free: None,
+    };
+
+    /// Our tables are recognised by their context, which points into
+    /// `WRAPPED` (function addresses are not reliably comparable).
+    fn is_ours(&self) -> bool {
+        let start = WRAPPED.0.get() as usize;
+        let end = start + core::mem::size_of::<[PyMemAllocatorEx; 3]>();
+        (start..end).contains(&(self.ctx as usize))
+    }
+
+    fn is_complete(&self) -> bool {
+        self.malloc.is_some()
+            && self.calloc.is_some()
+            && self.realloc.is_some()
+            && self.free.is_some()
+    }
+}
+
+/// The allocator a hook table replaced, used as the pools' fallback.
+struct Previous<'a>(&'a PyMemAllocatorEx);
+
+impl Fallback for Previous<'_> {
+    #[inline]
+    fn malloc(&self, size: usize) -> *mut u8 {
+        // SAFETY: tables are complete before they are installed (`capture`).
+        unsafe { (self.0.malloc.unwrap_unchecked())(self.0.ctx, size).cast() }
+    }
+    #[inline]
+    fn calloc(&self, count: usize, size: usize) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { (self.0.calloc.unwrap_unchecked())(self.0.ctx, count, size).cast() }
+    }
+    #[inline]
+    unsafe fn realloc(&self, block: *mut u8, size: usize) -> *mut u8 {
+        // SAFETY: as above; `block` belongs to this allocator (caller).
+        unsafe { (self.0.realloc.unwrap_unchecked())(self.0.ctx, block.cast(), size).cast() }
+    }
+    #[inline]
+    unsafe fn free(&self, block: *mut u8) {
+        // SAFETY: as above.
+        unsafe { (self.0.free.unwrap_unchecked())(self.0.ctx, block.cast()) }
+    }
+}
+
+/// Per domain, the allocator our table wraps. Written only under
+/// `INSTALL_LOCK` and before any table pointing at it is handed out;
+/// afterwards only read.
+struct Wrapped(UnsafeCell<[PyMemAllocatorEx; 3]>);
+// SAFETY: see `Wrapped`: writes happen before publication, under a lock.
+unsafe impl Sync for Wrapped {}
+static WRAPPED: Wrapped = Wrapped(UnsafeCell::new([PyMemAllocatorEx::EMPTY; 3]));
+static INSTALL_LOCK: Locked<()> = Locked::new(());
+
+unsafe extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: `ctx` is the address of this domain's entry in WRAPPED.
+    let previous = unsafe { &*(ctx as *const PyMemAllocatorEx) };
+    allocator::malloc_with(&Previous(previous), size).cast()
+}
+
+unsafe extern "C" fn hook_calloc(ctx: *mut c_void, count: usize, size: usize) -> *mut c_void {
+    // SAFETY: as in `hook_malloc`.
+    let previous = unsafe { &*(ctx as *const PyMemAllocatorEx) };
+    allocator::calloc_with(&Previous(previous), count, size).cast()
+}
+
+unsafe extern "C" fn hook_realloc(
+    ctx: *mut c_void,
+    block: *mut c_void,
+    size: usize,
+) -> *mut c_void {
+    // SAFETY: as in `hook_malloc`; CPython passes a live block of this
+    // domain, which is ours or the wrapped allocator's.
+    unsafe {
+        let previous = &*(ctx as *const PyMemAllocatorEx);
+        allocator::realloc_with(&Previous(previous), block.cast(), size).cast()
+    }
+}
+
+unsafe extern "C" fn hook_free(ctx: *mut c_void, block: *mut c_void) {
+    // SAFETY: as in `hook_realloc`.
+    unsafe {
+        let previous = &*(ctx as *const PyMemAllocatorEx);
+        allocator::free_with(&Previous(previous), block.cast())
+    }
+}
+
+unsafe extern "C" fn libc_malloc(_: *mut c_void, size: usize) -> *mut c_void {
+    system::malloc(size).cast()
+}
+unsafe extern "C" fn libc_calloc(_: *mut c_void, count: usize, size: usize) -> *mut c_void {
+    system::calloc(count, size).cast()
+}
+unsafe extern "C" fn libc_realloc(_: *mut c_void, block: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: a live libc block (the hook's caller).
+    unsafe { system::realloc(block.cast(), size).cast() }
+}
+unsafe extern "C" fn libc_free(_: *mut c_void, block: *mut c_void) {
+    // SAFETY: a live libc block (the hook's caller).
+    unsafe { system::free(block.cast()) }
+}
+
+const LIBC_TABLE: PyMemAllocatorEx = PyMemAllocatorEx {
+    ctx: core::ptr::null_mut(),
+    malloc: Some(libc_malloc),
+    calloc: Some(libc_calloc),
+    realloc: Some(libc_realloc),
+    free: Some(libc_free),
+};
+
+type GetSetAllocator = unsafe extern "C" fn(c_int, *mut PyMemAllocatorEx);
+
+/// The running CPython's allocator API, if a CPython is in the process.
+struct Runtime {
+    get: GetSetAllocator,
+    set: GetSetAllocator,
+}
+
+fn symbol(handle: *mut c_void, name: &CStr) -> *mut c_void {
+    // SAFETY: dlsym with a valid handle pseudo-value and a C string.
+    unsafe { libc::dlsym(handle, name.as_ptr()) }
+}
+
+fn runtime() -> Option<Runtime> {
+    let get = symbol(libc::RTLD_DEFAULT, c"PyMem_GetAllocator");
+    let set = symbol(libc::RTLD_DEFAULT, c"PyMem_SetAllocator");
+    if get.is_null() || set.is_null() {
+        return None;
+    }
+    // SAFETY: these CPython functions have had this signature since 3.4.
+    unsafe {
+        Some(Runtime {
+            get: core::mem::transmute::<*mut c_void, GetSetAllocator>(get),
+            set: core::mem::transmute::<*mut c_void, GetSetAllocator>(set),
+        })
+    }
+}
+
+/// Record, once per domain, the allocator our table will wrap: the one
+/// the runtime has installed now, or libc when there is no runtime.
+///
+/// # Safety
+/// `INSTALL_LOCK` is held.
+unsafe fn capture(domain: Domain, runtime: Option<&Runtime>) {
+    // SAFETY: writes to WRAPPED happen under INSTALL_LOCK (caller); a table
+    // pointing at the entry is only handed out after it is complete.
+    let wrapped = unsafe { &mut (*WRAPPED.0.get())[domain as usize] };
+    if wrapped.is_complete() {
+        return;
+    }
+    let mut current = LIBC_TABLE;
+    if let Some(runtime) = runtime {
+        // SAFETY: a valid out-parameter for CPython's getter.
+        unsafe { (runtime.get)(domain as c_int, &mut current) };
+    }
+    *wrapped = if current.is_complete() && !current.is_ours() {
+        current
+    } else {
+        LIBC_TABLE
+    };
+}
+
+/// A hook table serving `domain` from the pools, wrapping the domain's
+/// current allocator (see `capture`).
+pub fn allocator_for(domain: Domain) -> PyMemAllocatorEx {
+    let _guard = INSTALL_LOCK.lock();
+    // SAFETY: lock held.
+    unsafe { capture(domain, runtime().as_ref()) };
+    table(domain)
+}
+
+fn table(domain: Domain) -> PyMemAllocatorEx {
+    // SAFETY: taking the address of an entry of the static; not a read.
+    let ctx = unsafe { (WRAPPED.0.get() as *mut PyMemAllocatorEx).add(domain as usize) };
+    PyMemAllocatorEx {
+        ctx: ctx.cast(),
+        malloc: Some(hook_malloc),
+        calloc: Some(hook_calloc),
+        realloc: Some(hook_realloc),
+        free: Some(hook_free),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum InstallError {
+    NoRuntime,
+}
+
+impl core::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InstallError::NoRuntime => write!(
+                f,
+                "no CPython runtime in this process (PyMem_SetAllocator not found): \
+                 link or load libpython first"
+            ),
+        }
+    }
+}
+
+/// Install our tables into the CPython runtime of the process, for every
+/// domain configured as `pymalloc` (by default: mem and object). Domains
+/// already served by our tables are left alone. Returns how many domains
+/// were newly installed.
+pub fn install_hooks() -> Result<usize, InstallError> {
+    let runtime = runtime().ok_or(InstallError::NoRuntime)?;
+    let _guard = INSTALL_LOCK.lock();
+    let mut installed = 0;
+    for domain in Domain::ALL {
+        if domain::backend(domain) != Backend::Pymalloc {
+            continue;
+        }
+        let mut current = PyMemAllocatorEx::EMPTY;
+        // SAFETY: valid out-parameter.
+        unsafe { (runtime.get)(domain as c_int, &mut current) };
+        if current.is_ours() {
+            continue;
+        }
+        // SAFETY: lock held.
+        unsafe { capture(domain, Some(&runtime)) };
+        let mut hooks = table(domain);
+        // SAFETY: CPython copies the table; its functions stay valid for
+        // the life of the process (this library is never unloaded while
+        // they are installed: see docs/cpython.md).
+        unsafe { (runtime.set)(domain as c_int, &mut hooks) };
+        installed += 1;
+    }
+    Ok(installed)
+}
+
+/// Whether our table serves `domain` of the running CPython.
+pub fn hooks_installed(domain: Domain) -> bool {
+    let Some(runtime) = runtime() else {
+        return false;
+    };
+    let mut current = PyMemAllocatorEx::EMPTY;
+    // SAFETY: valid out-parameter.
+    unsafe { (runtime.get)(domain as c_int, &mut current) };
+    current.is_ours()
+}
+
+// ---------------------------------------------------------------------------
+// Forwarding of CPython-named exports to libpython.
+
+macro_rules! forwards {
+    ($($name:ident),* $(,)?) => {
+        /// libpython's own definitions of the names we export, when a
+        /// libpython comes after us in symbol lookup order.
+        #[allow(non_snake_case)]
+        pub struct Forwards { $(pub $name: AtomicPtr<c_void>,)* }
+
+        pub static FORWARDS: Forwards = Forwards {
+            $($name: AtomicPtr::new(core::ptr::null_mut()),)*
+        };
+
+        fn resolve_forwards() {
+            $(
+                let found = symbol(libc::RTLD_NEXT, {
+                    const NAME: &CStr = match CStr::from_bytes_with_nul(
+                        concat!(stringify!($name), "\0").as_bytes()) {
+                        Ok(name) => name,
+                        Err(_) => panic!("symbol name"),
+                    };
+                    NAME
+                });
+                FORWARDS.$name.store(found, Ordering::Relaxed);
+            )*
+        }
+    };
+}
+
+forwards!(
+    PyMem_RawMalloc,
+    PyMem_RawCalloc,
+    PyMem_RawRealloc,
+    PyMem_RawFree,
+    PyMem_Malloc,
+    PyMem_Calloc,
+    PyMem_Realloc,
+    PyMem_Free,
+    PyObject_Malloc,
+    PyObject_Calloc,
+    PyObject_Realloc,
+    PyObject_Free,
+    PyObject_Init,
+    PyObject_InitVar,
+    _PyObject_New,
+    _PyObject_NewVar,
+    _PyObject_GC_New,
+    _PyObject_GC_NewVar,
+    PyObject_GC_Del,
+);
+
+/// Call libpython's definition of an exported function if there is one.
+/// `$f` is a field of `FORWARDS`, `$ty` its C signature.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! forward_to_cpython {
+    ($f:ident as $ty:ty, $($arg:expr),*) => {
+        let target = $crate::cpython::FORWARDS.$f.load(core::sync::atomic::Ordering::Relaxed);
+        if !target.is_null() {
+            // SAFETY: `target` is libpython's function of the same name,
+            // whose C signature is `$ty`.
+            #[allow(unused_unsafe)]
+            return unsafe { core::mem::transmute::<*mut core::ffi::c_void, $ty>(target)($($arg),*) };
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
+// Load time.
+
+/// Whether this library was loaded through `LD_PRELOAD`.
+fn preloaded() -> bool {
+    let Some(preload) = std::env::var_os("LD_PRELOAD") else {
+        return false;
+    };
+    let mut info: libc::Dl_info = empty_dl_info();
+    // SAFETY: dladdr fills `info` for an address inside this library.
+    if unsafe { libc::dladdr(preloaded as *const c_void, &mut info) } == 0
+        || info.dli_fname.is_null()
+    {
+        return false;
+    }
+    // SAFETY: dli_fname is a C string owned by the dynamic loader.
+    let path = unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes();
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    let preload = preload.as_encoded_bytes();
+    preload
+        .split(|&b| b == b' ' || b == b':')
+        .any(|entry| entry.rsplit(|&b| b == b'/').next() == Some(name))
+}
+
+fn empty_dl_info() -> libc::Dl_info {
+    libc::Dl_info {
+        dli_fname: core::ptr::null(),
+        dli_fbase: core::ptr::null_mut(),
+        dli_sname: core::ptr::null(),
+        dli_saddr: core::ptr::null_mut(),
+    }
+}
+
+fn interpreter_initialized() -> bool {
+    let is_initialized = symbol(libc::RTLD_DEFAULT, c"Py_IsInitialized");
+    if is_initialized.is_null() {
+        return false;
+    }
+    // SAFETY: `int Py_IsInitialized(void)`, callable at any time.
+    unsafe {
+        core::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> c_int>(is_initialized)() != 0
+    }
+}
+
+/// Called by the library constructor: find libpython's definitions of our
+/// CPython-named exports, and, when preloaded into a CPython that has not
+/// started yet, install the hook tables (unless `PYMALLOC_CPYTHON=0`).
+/// CPython's own pre-initialisation then replaces them if `PYTHONMALLOC`,
+/// `PYTHONDEVMODE` or `-X dev` ask for another allocator.
+pub fn on_load() {
+    resolve_forwards();
+    if !preloaded() || std::env::var_os("PYMALLOC_CPYTHON").is_some_and(|v| v == "0") {
+        return;
+    }
+    if runtime().is_none() || interpreter_initialized() {
+        return;
+    }
+    if let Err(error) = install_hooks() {
+        crate::report::message(format_args!("LD_PRELOAD: {error}"));
+    }
+}
