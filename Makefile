@@ -27,10 +27,15 @@ SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all
 C_TESTS  := $(basename $(notdir $(wildcard c_tests/test_*.c)))
 RUST_SRC := $(shell find src -type f) build.rs cbindgen.toml Cargo.toml
 
-.PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
-        test-install demo install uninstall clean fmt lint
+PY_CONFIG := $(PYTHON)-config
+PY_EXE   = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
+RUNNER   := target/pymalloc-python
 
-all: headers
+.PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
+        test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
+        clean fmt lint runner
+
+all: headers runner
 
 # Building with PYMALLOC_WRITE_HEADERS=1 makes build.rs refresh include/.
 headers:
@@ -44,7 +49,7 @@ $(SHARED) $(STATIC): $(RUST_SRC)
 	$(CARGO) build --release
 	@touch $(SHARED) $(STATIC)
 
-check: test-rust lint test-headers test-exports test-c test-c-asan test-install
+check: test-rust lint test-headers test-exports test-c test-c-asan test-install test-cpython
 	@echo "make check: all tests passed"
 
 test-rust:
@@ -96,13 +101,48 @@ test-install: $(SHARED)
 	  sh -c '$(CC) -std=c11 -Wall -Werror -o $(OUT)/pkgconfig_user c_tests/pkgconfig_user.c $$(pkg-config --cflags --libs pymalloc)'
 	LD_LIBRARY_PATH=$(CURDIR)/target/install-test/lib $(OUT)/pkgconfig_user
 
+# --- CPython ---------------------------------------------------------------
+
+# python3 with the allocator installed before start-up (embedding).
+runner: $(RUNNER)
+$(RUNNER): embed/pymalloc_python.c $(SHARED)
+	$(CC) -O2 -g -Wall -Wextra -Werror $$($(PY_CONFIG) --includes) -Iinclude -o $@ $< \
+	    -L$(LIBDIR) -lpymalloc $$($(PY_CONFIG) --embed --ldflags) -Wl,-rpath,$(CURDIR)/$(LIBDIR)
+
+$(OUT)/cpython_%: c_tests/cpython_%.c $(SHARED) include/pymalloc.h
+	@mkdir -p $(OUT)
+	$(CC) $(CFLAGS_TEST) $$($(PY_CONFIG) --includes) -o $@ $< -L$(LIBDIR) -lpymalloc \
+	    $$($(PY_CONFIG) --embed --ldflags) -Wl,-rpath,$(CURDIR)/$(LIBDIR)
+
+CPYTHON_C_TESTS := $(basename $(notdir $(wildcard c_tests/cpython_*.c)))
+
+test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
+	@for t in $(CPYTHON_C_TESTS); do echo "== $$t"; $(OUT)/$$t || exit 1; done
+	@echo "== LD_PRELOAD into programs that are not Python"
+	LD_PRELOAD=$(CURDIR)/$(SHARED) timeout 10 sh -c 'echo shell ok' | grep -q 'shell ok'
+	@echo "== tracemalloc traces allocations with the library preloaded"
+	LD_PRELOAD=$(CURDIR)/$(SHARED) $(PY_EXE) -X tracemalloc c_tests/cpython_tracemalloc.py $(CURDIR)/$(SHARED)
+	@echo "== embedding and preload smoke test on every CPython 3.8+ under pyenv"
+	sh scripts/cpython_versions.sh $(SHARED) target/versions
+	$(MAKE) --no-print-directory test-cpython-suite
+
+# CPython's own regression tests: stock vs LD_PRELOAD vs the runner.
+test-cpython-suite: $(RUNNER)
+	$(PYTHON) scripts/cpython_tests.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER) --jobs 2
+
 # --- demo ------------------------------------------------------------------
 
-demo: $(SHARED)
+demo: demo-c demo-python
+
+demo-c: $(SHARED)
 	@mkdir -p $(OUT)
 	$(CC) -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -Iinclude -o $(OUT)/demo demo/demo.c \
 	    -L$(LIBDIR) -lpymalloc -lpthread -Wl,-rpath,$(CURDIR)/$(LIBDIR)
 	$(OUT)/demo
+
+# The same Python workload on the stock interpreter and on pymalloc-rs.
+demo-python: $(RUNNER)
+	$(PYTHON) demo/compare.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER)
 
 # --- install ---------------------------------------------------------------
 
