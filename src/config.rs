@@ -27,8 +27,9 @@ pub const HEAP_EMPTY_POOL_CACHE: usize = 4;
 /// boundary must not mmap/munmap on every cycle.
 pub const FREE_ARENA_RESERVE: usize = 1;
 
-/// Upper bound on the bytes of fresh blocks threaded onto a pool's free
-/// list at once ("lazy carving"): a new pool is not touched all at once.
+/// Lazy carving works a page at a time: fresh blocks are threaded onto a
+/// pool's free list only for the page being entered, so untouched pages of
+/// a pool are never faulted in by the allocator itself.
 pub const CARVE_BYTES: usize = 4096;
 
 const _: () = assert!(NUM_SIZE_CLASSES >= 1 && NUM_SIZE_CLASSES <= 128);

@@ -272,6 +272,14 @@ pub fn install_hooks() -> Result<usize, InstallError> {
         unsafe { (runtime.set)(domain as c_int, &mut hooks) };
         installed += 1;
     }
+    // With PYMALLOC=debug, CPython's own debug hooks go over our tables:
+    // CPython's report format and its GIL checks, in front of our pools.
+    let debug = Domain::ALL.iter().any(|&d| domain::setting(d).debug);
+    let setup_debug_hooks = symbol(libc::RTLD_DEFAULT, c"PyMem_SetupDebugHooks");
+    if debug && installed > 0 && !setup_debug_hooks.is_null() {
+        // SAFETY: `void PyMem_SetupDebugHooks(void)`, idempotent in CPython.
+        unsafe { core::mem::transmute::<*mut c_void, unsafe extern "C" fn()>(setup_debug_hooks)() };
+    }
     Ok(installed)
 }
 
@@ -336,6 +344,7 @@ forwards!(
     _PyObject_GC_New,
     _PyObject_GC_NewVar,
     PyObject_GC_Del,
+    PyMem_SetupDebugHooks,
 );
 
 /// Call libpython's definition of an exported function if there is one.

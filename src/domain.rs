@@ -1,21 +1,33 @@
-//! The three heaps of the memory API — raw (`PyMem_Raw*`), memory
-//! (`PyMem_*`) and object (`PyObject_*`) — and which allocator serves each.
+//! The heaps of the memory API — raw (`PyMem_Raw*`), memory (`PyMem_*`),
+//! object (`PyObject_*`), plus the pooled allocator's own family
+//! (`PyCore_*`) — and what serves each.
 //!
 //! The 2002 proposal's "configure option": each heap is served either by
-//! libc malloc or by the pooled allocator. The build sets the default
-//! (`make PYMALLOC_MEM=malloc`); the environment can override it at load
-//! time, with CPython's `PYTHONMALLOC` names in `PYMALLOC` (`pymalloc`:
-//! raw = malloc, mem and object = pymalloc; `malloc`: all three malloc) and
-//! per heap in `PYMALLOC_RAW`, `PYMALLOC_MEM`, `PYMALLOC_OBJ`.
+//! libc malloc or by the pooled allocator, optionally under the debug hooks
+//! (see [`crate::debug`]). The build sets the default
+//! (`make PYMALLOC_MEM=malloc`); the environment overrides it at load time,
+//! with CPython's `PYTHONMALLOC` names in `PYMALLOC`:
 //!
-//! Only allocation consults the choice. Free and realloc ask the address
-//! map who owns the block, so a block always returns to the allocator that
-//! made it, even if the choice changed in between.
+//! | `PYMALLOC`       | raw            | mem, object      | PyCore_*        |
+//! |------------------|----------------|------------------|-----------------|
+//! | `pymalloc`       | malloc         | pymalloc         | pymalloc        |
+//! | `malloc`         | malloc         | malloc           | pymalloc        |
+//! | `debug`, `pymalloc_debug` | malloc + debug | pymalloc + debug | pymalloc + debug |
+//! | `malloc_debug`   | malloc + debug | malloc + debug   | pymalloc + debug |
+//!
+//! and per heap in `PYMALLOC_RAW`, `PYMALLOC_MEM`, `PYMALLOC_OBJ` (the same
+//! four names without `debug`). `PyMem_SetupDebugHooks()` turns the debug
+//! hooks on over whatever serves each heap.
+//!
+//! Without the debug hooks, free and realloc ask the address map who owns
+//! a block, so a block always returns to the allocator that made it. With
+//! them, each heap checks that its blocks come back through its own family.
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::allocator;
 use crate::config::{MEM_POOLED_BY_DEFAULT, OBJ_POOLED_BY_DEFAULT, RAW_POOLED_BY_DEFAULT};
+use crate::debug;
 use crate::system;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -23,24 +35,20 @@ pub enum Domain {
     Raw = 0,
     Mem = 1,
     Obj = 2,
+    /// `PyCore_*`: always the pooled allocator; has its own debug id.
+    Core = 3,
 }
 
 impl Domain {
+    /// CPython's three domains, in `PYMEM_DOMAIN_*` order.
     pub const ALL: [Domain; 3] = [Domain::Raw, Domain::Mem, Domain::Obj];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Domain::Raw => "raw",
-            Domain::Mem => "mem",
-            Domain::Obj => "object",
-        }
-    }
 
     fn variable(self) -> &'static str {
         match self {
             Domain::Raw => "PYMALLOC_RAW",
             Domain::Mem => "PYMALLOC_MEM",
             Domain::Obj => "PYMALLOC_OBJ",
+            Domain::Core => "PYMALLOC",
         }
     }
 }
@@ -51,70 +59,143 @@ pub enum Backend {
     Pymalloc = 1,
 }
 
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Malloc => "malloc",
-            Backend::Pymalloc => "pymalloc",
+/// What serves a heap: an allocator, and whether the debug hooks wrap it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Setting {
+    pub backend: Backend,
+    pub debug: bool,
+}
+
+const POOLED: u8 = 1;
+const DEBUG: u8 = 2;
+
+impl Setting {
+    const fn encode(self) -> u8 {
+        (matches!(self.backend, Backend::Pymalloc) as u8) | if self.debug { DEBUG } else { 0 }
+    }
+
+    const fn decode(state: u8) -> Setting {
+        Setting {
+            backend: if state & POOLED != 0 {
+                Backend::Pymalloc
+            } else {
+                Backend::Malloc
+            },
+            debug: state & DEBUG != 0,
         }
     }
 
-    fn parse(text: &str) -> Option<Backend> {
-        match text {
-            "malloc" => Some(Backend::Malloc),
-            "pymalloc" => Some(Backend::Pymalloc),
-            _ => None,
+    const fn plain(pooled: bool) -> Setting {
+        Setting {
+            backend: if pooled {
+                Backend::Pymalloc
+            } else {
+                Backend::Malloc
+            },
+            debug: false,
         }
     }
 
-    const fn from_pooled(pooled: bool) -> Backend {
-        if pooled {
-            Backend::Pymalloc
-        } else {
-            Backend::Malloc
-        }
+    fn parse(text: &str) -> Option<Setting> {
+        let (name, debug) = match text.strip_suffix("_debug") {
+            Some(name) => (name, true),
+            None => (text, false),
+        };
+        let backend = match name {
+            "pymalloc" => Backend::Pymalloc,
+            "malloc" => Backend::Malloc,
+            _ => return None,
+        };
+        Some(Setting { backend, debug })
     }
 }
 
-static BACKENDS: [AtomicU8; 3] = [
-    AtomicU8::new(Backend::from_pooled(RAW_POOLED_BY_DEFAULT) as u8),
-    AtomicU8::new(Backend::from_pooled(MEM_POOLED_BY_DEFAULT) as u8),
-    AtomicU8::new(Backend::from_pooled(OBJ_POOLED_BY_DEFAULT) as u8),
+static STATE: [AtomicU8; 4] = [
+    AtomicU8::new(Setting::plain(RAW_POOLED_BY_DEFAULT).encode()),
+    AtomicU8::new(Setting::plain(MEM_POOLED_BY_DEFAULT).encode()),
+    AtomicU8::new(Setting::plain(OBJ_POOLED_BY_DEFAULT).encode()),
+    AtomicU8::new(POOLED),
 ];
 
 #[inline(always)]
-pub fn backend(domain: Domain) -> Backend {
-    if BACKENDS[domain as usize].load(Ordering::Relaxed) == Backend::Pymalloc as u8 {
-        Backend::Pymalloc
-    } else {
-        Backend::Malloc
-    }
+fn state(domain: Domain) -> u8 {
+    STATE[domain as usize].load(Ordering::Relaxed)
 }
 
-pub fn set_backend(domain: Domain, backend: Backend) {
-    BACKENDS[domain as usize].store(backend as u8, Ordering::Relaxed);
+pub fn setting(domain: Domain) -> Setting {
+    Setting::decode(state(domain))
+}
+
+pub fn backend(domain: Domain) -> Backend {
+    setting(domain).backend
+}
+
+pub fn set(domain: Domain, setting: Setting) {
+    let setting = if domain == Domain::Core {
+        Setting {
+            backend: Backend::Pymalloc,
+            ..setting
+        }
+    } else {
+        setting
+    };
+    STATE[domain as usize].store(setting.encode(), Ordering::Relaxed);
+}
+
+/// `PyMem_SetupDebugHooks`: the debug hooks over whatever serves each heap.
+/// Blocks allocated before have no debug header: call it before allocating.
+pub fn enable_debug_hooks() {
+    for domain in [Domain::Raw, Domain::Mem, Domain::Obj, Domain::Core] {
+        set(
+            domain,
+            Setting {
+                debug: true,
+                ..setting(domain)
+            },
+        );
+    }
 }
 
 #[inline(always)]
 pub fn malloc(domain: Domain, size: usize) -> *mut u8 {
-    match backend(domain) {
-        Backend::Pymalloc => allocator::malloc(size),
-        Backend::Malloc => system::malloc(size),
+    let state = state(domain);
+    if state == POOLED {
+        allocator::malloc(size)
+    } else {
+        malloc_other(domain, state, size)
+    }
+}
+
+#[inline(never)]
+fn malloc_other(domain: Domain, state: u8, size: usize) -> *mut u8 {
+    let setting = Setting::decode(state);
+    if setting.debug {
+        debug::malloc(domain, setting.backend, size)
+    } else {
+        system::malloc(size)
     }
 }
 
 #[inline(always)]
 pub fn calloc(domain: Domain, count: usize, size: usize) -> *mut u8 {
-    match backend(domain) {
-        Backend::Pymalloc => allocator::calloc(count, size),
-        Backend::Malloc => system::calloc(count, size),
+    let setting = setting(domain);
+    match (setting.debug, setting.backend) {
+        (false, Backend::Pymalloc) => allocator::calloc(count, size),
+        (false, Backend::Malloc) => system::calloc(count, size),
+        (true, backend) => debug::calloc(domain, backend, count, size),
     }
 }
 
 /// # Safety
-/// `block` is null or a live block of any heap.
+/// `block` is null or a live block of `domain`. `function` names the API
+/// function for reports.
 #[inline(always)]
-pub unsafe fn realloc(domain: Domain, block: *mut u8, size: usize) -> *mut u8 {
+pub unsafe fn realloc(domain: Domain, block: *mut u8, size: usize, function: &str) -> *mut u8 {
+    let setting = setting(domain);
+    if setting.debug {
+        // SAFETY: guaranteed by the caller.
+        return unsafe { debug::realloc(domain, setting.backend, block, size, function) };
+    }
     if block.is_null() {
         return malloc(domain, size);
     }
@@ -123,11 +204,16 @@ pub unsafe fn realloc(domain: Domain, block: *mut u8, size: usize) -> *mut u8 {
 }
 
 /// # Safety
-/// `block` is null or a live block of any heap.
+/// `block` is null or a live block of `domain`.
 #[inline(always)]
-pub unsafe fn free(block: *mut u8) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { allocator::free(block) }
+pub unsafe fn free(domain: Domain, block: *mut u8, function: &str) {
+    if state(domain) & DEBUG == 0 {
+        // SAFETY: guaranteed by the caller.
+        unsafe { allocator::free(block) }
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { debug::free(domain, block, function) }
+    }
 }
 
 /// An invalid setting in the environment.
@@ -148,30 +234,50 @@ impl core::fmt::Display for EnvError {
     }
 }
 
-/// Work out the backend of each heap from the environment (`lookup`
-/// returns a variable's value). `Ok` holds what to apply.
-pub fn choose_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<[Backend; 3], EnvError> {
-    let mut chosen = Domain::ALL.map(backend);
+/// The settings the environment asks for, in `[raw, mem, obj, core]` order.
+pub fn choose_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<[Setting; 4], EnvError> {
+    let mut chosen = [Domain::Raw, Domain::Mem, Domain::Obj, Domain::Core].map(setting);
+    let malloc = Setting {
+        backend: Backend::Malloc,
+        debug: false,
+    };
+    let pooled = Setting {
+        backend: Backend::Pymalloc,
+        debug: false,
+    };
     if let Some(value) = lookup("PYMALLOC").filter(|v| !v.is_empty()) {
+        let with_debug = |s: Setting, debug: bool| Setting { debug, ..s };
         chosen = match value.as_str() {
-            "pymalloc" => [Backend::Malloc, Backend::Pymalloc, Backend::Pymalloc],
-            "malloc" => [Backend::Malloc; 3],
-            _ => {
-                return Err(EnvError {
-                    variable: "PYMALLOC",
-                    value,
-                    expected: "\"pymalloc\" or \"malloc\"",
-                })
+            "pymalloc" => [malloc, pooled, pooled, pooled],
+            "malloc" => [malloc, malloc, malloc, pooled],
+            "debug" | "pymalloc_debug" => {
+                [malloc, pooled, pooled, pooled].map(|s| with_debug(s, true))
             }
+            "malloc_debug" => [malloc, malloc, malloc, pooled].map(|s| with_debug(s, true)),
+            _ => return Err(EnvError {
+                variable: "PYMALLOC",
+                value,
+                expected:
+                    "\"pymalloc\", \"malloc\", \"debug\", \"pymalloc_debug\" or \"malloc_debug\"",
+            }),
         };
     }
     for domain in Domain::ALL {
         if let Some(value) = lookup(domain.variable()).filter(|v| !v.is_empty()) {
-            chosen[domain as usize] = Backend::parse(&value).ok_or(EnvError {
+            chosen[domain as usize] = Setting::parse(&value).ok_or(EnvError {
                 variable: domain.variable(),
                 value,
-                expected: "\"pymalloc\" or \"malloc\"",
+                expected: "\"pymalloc\", \"malloc\", \"pymalloc_debug\" or \"malloc_debug\"",
             })?;
+        }
+    }
+    if let Some(value) = lookup("PYMALLOC_DEBUG_ACTION").filter(|v| !v.is_empty()) {
+        if value != "abort" && value != "warn" {
+            return Err(EnvError {
+                variable: "PYMALLOC_DEBUG_ACTION",
+                value,
+                expected: "\"abort\" or \"warn\"",
+            });
         }
     }
     Ok(chosen)
@@ -184,9 +290,13 @@ pub fn configure_from_env() {
     let lookup = |name: &str| std::env::var(name).ok();
     match choose_from_env(lookup) {
         Ok(chosen) => {
-            for domain in Domain::ALL {
-                set_backend(domain, chosen[domain as usize]);
+            for (domain, setting) in [Domain::Raw, Domain::Mem, Domain::Obj, Domain::Core]
+                .into_iter()
+                .zip(chosen)
+            {
+                set(domain, setting);
             }
+            debug::set_warn_only(lookup("PYMALLOC_DEBUG_ACTION").as_deref() == Some("warn"));
         }
         Err(error) => {
             crate::report::message(format_args!("{error}"));
@@ -208,29 +318,59 @@ mod tests {
         }
     }
 
+    const MALLOC: Setting = Setting {
+        backend: Backend::Malloc,
+        debug: false,
+    };
+    const POOL: Setting = Setting {
+        backend: Backend::Pymalloc,
+        debug: false,
+    };
+
     #[test]
     fn cpython_names_select_all_heaps() {
-        use Backend::*;
         assert_eq!(
             choose_from_env(env(&[("PYMALLOC", "malloc")])),
-            Ok([Malloc; 3])
+            Ok([MALLOC, MALLOC, MALLOC, POOL])
         );
         assert_eq!(
             choose_from_env(env(&[("PYMALLOC", "pymalloc")])),
-            Ok([Malloc, Pymalloc, Pymalloc])
+            Ok([MALLOC, POOL, POOL, POOL])
+        );
+        let debug = choose_from_env(env(&[("PYMALLOC", "debug")])).unwrap();
+        assert!(debug.iter().all(|s| s.debug));
+        assert_eq!(debug[1].backend, Backend::Pymalloc);
+        let malloc_debug = choose_from_env(env(&[("PYMALLOC", "malloc_debug")])).unwrap();
+        assert_eq!(
+            malloc_debug[2],
+            Setting {
+                backend: Backend::Malloc,
+                debug: true
+            }
         );
     }
 
     #[test]
     fn per_heap_variables_override_and_bad_values_are_rejected() {
-        use Backend::*;
         assert_eq!(
-            choose_from_env(env(&[("PYMALLOC", "malloc"), ("PYMALLOC_OBJ", "pymalloc")])),
-            Ok([Malloc, Malloc, Pymalloc])
+            choose_from_env(env(&[
+                ("PYMALLOC", "malloc"),
+                ("PYMALLOC_OBJ", "pymalloc_debug")
+            ])),
+            Ok([
+                MALLOC,
+                MALLOC,
+                Setting {
+                    backend: Backend::Pymalloc,
+                    debug: true
+                },
+                POOL
+            ])
         );
         let error = choose_from_env(env(&[("PYMALLOC_RAW", "tcmalloc")])).unwrap_err();
         assert_eq!(error.variable, "PYMALLOC_RAW");
         assert!(error.to_string().contains("tcmalloc"));
         assert!(choose_from_env(env(&[("PYMALLOC", "fast")])).is_err());
+        assert!(choose_from_env(env(&[("PYMALLOC_DEBUG_ACTION", "ignore")])).is_err());
     }
 }

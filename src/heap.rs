@@ -719,12 +719,15 @@ pub fn install_fork_handlers() {
 }
 
 extern "C" fn before_fork() {
-    // Lock order: registry, then arenas (the order every path uses).
+    // Lock order: registry, arenas, debug live list (the order every path
+    // uses; the last two are never held together with another).
     REGISTRY.acquire_for_fork();
     ARENAS.acquire_for_fork();
+    crate::debug::LIVE.acquire_for_fork();
 }
 
 extern "C" fn after_fork_parent() {
+    crate::debug::LIVE.release_after_fork(false);
     ARENAS.release_after_fork(false);
     REGISTRY.release_after_fork(false);
 }
@@ -745,6 +748,7 @@ extern "C" fn after_fork_child() {
             heap = next;
         }
     }
+    crate::debug::LIVE.release_after_fork(true);
     ARENAS.release_after_fork(true);
     REGISTRY.release_after_fork(true);
 }

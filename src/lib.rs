@@ -60,6 +60,7 @@ pub mod allocator;
 pub mod arena;
 pub mod config;
 pub mod cpython;
+pub mod debug;
 pub mod domain;
 pub mod ffi;
 pub mod heap;
@@ -80,11 +81,20 @@ extern "C" fn on_load() {
     domain::configure_from_env();
     heap::install_fork_handlers();
     cpython::on_load();
+    if std::env::var_os("PYMALLOC_LEAKS").is_some_and(|v| v == "1") {
+        // SAFETY: registering a plain C function to run at exit.
+        unsafe { libc::atexit(report_leaks_at_exit) };
+    }
     let to_stderr = std::env::var_os("PYMALLOC_STATS").is_some_and(|v| v == "1");
     if to_stderr || std::env::var_os("PYMALLOC_STATS_FILE").is_some() {
         // SAFETY: registering a plain C function to run at exit.
         unsafe { libc::atexit(report_stats_at_exit) };
     }
+}
+
+/// `PYMALLOC_LEAKS=1`: the live debug blocks at exit, by family and class.
+extern "C" fn report_leaks_at_exit() {
+    report::write_stderr(debug::leak_report().as_bytes());
 }
 
 /// `PYMALLOC_STATS=1`: the full report on stderr. `PYMALLOC_STATS_FILE=path`:

@@ -189,7 +189,7 @@ pub unsafe fn gc_new_var(tp: *mut PyTypeObject, items: Py_ssize_t) -> *mut PyVar
 pub unsafe fn gc_del(op: *mut u8) {
     if !op.is_null() {
         // SAFETY: the block starts GC_HEAD_SIZE bytes before the object.
-        unsafe { domain::free(op.sub(GC_HEAD_SIZE)) }
+        unsafe { domain::free(Domain::Obj, op.sub(GC_HEAD_SIZE), "PyObject_GC_Del") }
     }
 }
 
@@ -249,7 +249,7 @@ mod tests {
             assert_eq!((*op).ob_refcnt, 1);
             assert_eq!((*op).ob_type, tp_ptr);
             assert_eq!(tp.ob_base.ob_base.ob_refcnt, 2);
-            domain::free(op.cast());
+            domain::free(Domain::Obj, op.cast(), "PyObject_Free");
 
             let var = gc_new_var(tp_ptr, 5);
             assert_eq!((*var).ob_size, 5);

@@ -8,8 +8,8 @@
 //! written with plain relaxed stores, never read-modify-write.
 //!
 //! Blocks are carved lazily: `next_offset` marks the first block never
-//! handed out, and at most `CARVE_BYTES` of fresh blocks are threaded onto
-//! the free list at a time.
+//! handed out, and the fresh blocks starting in one page (`CARVE_BYTES`)
+//! are threaded onto the free list at a time.
 
 use core::ptr::{self, null_mut};
 use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering::Relaxed};
@@ -180,7 +180,11 @@ pub unsafe fn carve(pool: *mut Pool) -> bool {
     if available == 0 {
         return false;
     }
-    let count = available.min((CARVE_BYTES / size).max(1));
+    // Thread only the blocks that start in the page (CARVE_BYTES) where
+    // carving resumes: writing their links touches no page the program
+    // has not reached yet, so a pool's memory is faulted in as it is used.
+    let page_end = (start / CARVE_BYTES + 1) * CARVE_BYTES;
+    let count = available.min((page_end - start).div_ceil(size)).max(1);
     let base = pool as usize;
     let mut offset = start;
     for _ in 0..count - 1 {

@@ -118,6 +118,14 @@ void *PyMem_Realloc(void *ptr, size_t new_size);
  `ptr` is NULL or a live memory-heap block.
  */
 void PyMem_Free(void *ptr);
+
+/*
+ Put the debug hooks over the allocator of every heap (and `PyCore_*`):
+ guard bytes, fill patterns, family ids and serial numbers, checked at
+ free and realloc (CPython's `PyMem_SetupDebugHooks`). Call it before
+ allocating: blocks allocated earlier carry no debug header.
+ */
+void PyMem_SetupDebugHooks(void);
 #ifdef __cplusplus
 }
 #endif
@@ -279,8 +287,9 @@ int PyCore_IsPooled(const void *ptr);
 
 /*
  Name of the allocator serving heap `domain` (0 raw, 1 mem, 2 object,
- CPython's `PYMEM_DOMAIN_*` values): "pymalloc" or "malloc"; NULL for
- an unknown domain. The string is static.
+ CPython's `PYMEM_DOMAIN_*` values), with CPython's `PYTHONMALLOC` names:
+ "pymalloc", "malloc", "pymalloc_debug" or "malloc_debug"; NULL for an
+ unknown domain. The string is static.
  */
 const char *PyCore_GetBackendName(int domain);
 
@@ -334,6 +343,19 @@ int PyCore_GetAllocator(int domain, PyMemAllocatorEx *allocator);
  present. Installing twice is harmless.
  */
 int PyCore_InstallHooks(void);
+
+/*
+ With the debug hooks on (`PYMALLOC=debug`, `PyMem_SetupDebugHooks`):
+ check the guard bytes and family id of the live block `ptr` now, as a
+ free would. Returns 1 when the block is intact; otherwise reports it
+ like a failed free (and aborts unless `PYMALLOC_DEBUG_ACTION=warn`) and
+ returns 0. Returns -1 when the debug hooks are off for every heap.
+
+ # Safety
+ `ptr` is a block returned by one of this library's allocation functions
+ while the debug hooks were on.
+ */
+int PyCore_CheckBlock(const void *ptr);
 #ifdef __cplusplus
 }
 #endif

@@ -80,7 +80,7 @@ pub extern "C" fn PyCore_Malloc(size: usize) -> *mut c_void {
     if !size_ok(size) {
         return core::ptr::null_mut();
     }
-    allocator::malloc(size).cast()
+    domain::malloc(Domain::Core, size).cast()
 }
 
 /// Allocate `nelem * elsize` zeroed bytes; NULL if the product overflows
@@ -90,7 +90,7 @@ pub extern "C" fn PyCore_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
     if !count_ok(nelem, elsize) {
         return core::ptr::null_mut();
     }
-    allocator::calloc(nelem, elsize).cast()
+    domain::calloc(Domain::Core, nelem, elsize).cast()
 }
 
 /// Resize a block from `PyCore_Malloc`/`Calloc`/`Realloc`; `ptr == NULL`
@@ -104,7 +104,7 @@ pub unsafe extern "C" fn PyCore_Realloc(ptr: *mut c_void, new_size: usize) -> *m
         return core::ptr::null_mut();
     }
     // SAFETY: guaranteed by the caller.
-    unsafe { allocator::realloc(ptr.cast(), new_size).cast() }
+    unsafe { domain::realloc(Domain::Core, ptr.cast(), new_size, "PyCore_Realloc").cast() }
 }
 
 /// Release a block; NULL is ignored.
@@ -114,7 +114,7 @@ pub unsafe extern "C" fn PyCore_Realloc(ptr: *mut c_void, new_size: usize) -> *m
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyCore_Free(ptr: *mut c_void) {
     // SAFETY: guaranteed by the caller.
-    unsafe { allocator::free(ptr.cast()) }
+    unsafe { domain::free(Domain::Core, ptr.cast(), "PyCore_Free") }
 }
 
 /// 1 if `ptr` points into one of the pooled allocator's arenas, else 0.
@@ -125,8 +125,9 @@ pub extern "C" fn PyCore_IsPooled(ptr: *const c_void) -> c_int {
 }
 
 /// Name of the allocator serving heap `domain` (0 raw, 1 mem, 2 object,
-/// CPython's `PYMEM_DOMAIN_*` values): "pymalloc" or "malloc"; NULL for
-/// an unknown domain. The string is static.
+/// CPython's `PYMEM_DOMAIN_*` values), with CPython's `PYTHONMALLOC` names:
+/// "pymalloc", "malloc", "pymalloc_debug" or "malloc_debug"; NULL for an
+/// unknown domain. The string is static.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyCore_GetBackendName(domain: c_int) -> *const c_char {
     let Some(&domain) = usize::try_from(domain)
@@ -135,9 +136,12 @@ pub extern "C" fn PyCore_GetBackendName(domain: c_int) -> *const c_char {
     else {
         return core::ptr::null();
     };
-    match domain::backend(domain) {
-        domain::Backend::Pymalloc => c"pymalloc".as_ptr(),
-        domain::Backend::Malloc => c"malloc".as_ptr(),
+    let setting = domain::setting(domain);
+    match (setting.backend, setting.debug) {
+        (domain::Backend::Pymalloc, false) => c"pymalloc".as_ptr(),
+        (domain::Backend::Malloc, false) => c"malloc".as_ptr(),
+        (domain::Backend::Pymalloc, true) => c"pymalloc_debug".as_ptr(),
+        (domain::Backend::Malloc, true) => c"malloc_debug".as_ptr(),
     }
 }
 
@@ -279,4 +283,25 @@ pub extern "C" fn PyCore_InstallHooks() -> c_int {
             -1
         }
     }
+}
+
+/// With the debug hooks on (`PYMALLOC=debug`, `PyMem_SetupDebugHooks`):
+/// check the guard bytes and family id of the live block `ptr` now, as a
+/// free would. Returns 1 when the block is intact; otherwise reports it
+/// like a failed free (and aborts unless `PYMALLOC_DEBUG_ACTION=warn`) and
+/// returns 0. Returns -1 when the debug hooks are off for every heap.
+///
+/// # Safety
+/// `ptr` is a block returned by one of this library's allocation functions
+/// while the debug hooks were on.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn PyCore_CheckBlock(ptr: *const c_void) -> c_int {
+    let any_debug = [Domain::Raw, Domain::Mem, Domain::Obj, Domain::Core]
+        .into_iter()
+        .any(|d| domain::setting(d).debug);
+    if !any_debug || ptr.is_null() {
+        return -1;
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { crate::debug::check(ptr.cast_mut().cast()) as c_int }
 }

@@ -56,7 +56,7 @@ pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> 
         return null_mut();
     }
     // SAFETY: guaranteed by the caller.
-    unsafe { domain::realloc(Domain::Obj, ptr.cast(), new_size).cast() }
+    unsafe { domain::realloc(Domain::Obj, ptr.cast(), new_size, "PyObject_Realloc").cast() }
 }
 
 /// Object heap: release; NULL is ignored.
@@ -67,7 +67,7 @@ pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> 
 pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
     crate::forward_to_cpython!(PyObject_Free as unsafe extern "C" fn(*mut c_void), ptr);
     // SAFETY: guaranteed by the caller.
-    unsafe { domain::free(ptr.cast()) }
+    unsafe { domain::free(Domain::Obj, ptr.cast(), "PyObject_Free") }
 }
 
 /// Initialise freshly allocated storage as an object of type `tp`:

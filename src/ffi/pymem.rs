@@ -52,7 +52,7 @@ pub unsafe extern "C" fn PyMem_RawRealloc(ptr: *mut c_void, new_size: usize) -> 
         return null_mut();
     }
     // SAFETY: guaranteed by the caller.
-    unsafe { domain::realloc(Domain::Raw, ptr.cast(), new_size).cast() }
+    unsafe { domain::realloc(Domain::Raw, ptr.cast(), new_size, "PyMem_RawRealloc").cast() }
 }
 
 /// Raw heap: release; NULL is ignored.
@@ -63,7 +63,7 @@ pub unsafe extern "C" fn PyMem_RawRealloc(ptr: *mut c_void, new_size: usize) -> 
 pub unsafe extern "C" fn PyMem_RawFree(ptr: *mut c_void) {
     crate::forward_to_cpython!(PyMem_RawFree as unsafe extern "C" fn(*mut c_void), ptr);
     // SAFETY: guaranteed by the caller.
-    unsafe { domain::free(ptr.cast()) }
+    unsafe { domain::free(Domain::Raw, ptr.cast(), "PyMem_RawFree") }
 }
 
 /// Memory heap: allocate `size` bytes (pooled by default). Zero bytes give
@@ -110,7 +110,7 @@ pub unsafe extern "C" fn PyMem_Realloc(ptr: *mut c_void, new_size: usize) -> *mu
         return null_mut();
     }
     // SAFETY: guaranteed by the caller.
-    unsafe { domain::realloc(Domain::Mem, ptr.cast(), new_size).cast() }
+    unsafe { domain::realloc(Domain::Mem, ptr.cast(), new_size, "PyMem_Realloc").cast() }
 }
 
 /// Memory heap: release; NULL is ignored.
@@ -121,5 +121,15 @@ pub unsafe extern "C" fn PyMem_Realloc(ptr: *mut c_void, new_size: usize) -> *mu
 pub unsafe extern "C" fn PyMem_Free(ptr: *mut c_void) {
     crate::forward_to_cpython!(PyMem_Free as unsafe extern "C" fn(*mut c_void), ptr);
     // SAFETY: guaranteed by the caller.
-    unsafe { domain::free(ptr.cast()) }
+    unsafe { domain::free(Domain::Mem, ptr.cast(), "PyMem_Free") }
+}
+
+/// Put the debug hooks over the allocator of every heap (and `PyCore_*`):
+/// guard bytes, fill patterns, family ids and serial numbers, checked at
+/// free and realloc (CPython's `PyMem_SetupDebugHooks`). Call it before
+/// allocating: blocks allocated earlier carry no debug header.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyMem_SetupDebugHooks() {
+    crate::forward_to_cpython!(PyMem_SetupDebugHooks as unsafe extern "C" fn(),);
+    domain::enable_debug_hooks();
 }
