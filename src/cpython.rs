@@ -25,6 +25,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::allocator::{self, Fallback};
 use crate::domain::{self, Backend, Domain};
+use crate::profile;
 use crate::sync::Locked;
 use crate::system;
 
@@ -99,13 +100,26 @@ unsafe impl Sync for Wrapped {}
 static WRAPPED: Wrapped = Wrapped(UnsafeCell::new([PyMemAllocatorEx::EMPTY; 3]));
 static INSTALL_LOCK: Locked<()> = Locked::new(());
 
+/// The domain whose `WRAPPED` entry `ctx` points to.
+fn domain_of(ctx: *mut c_void) -> Domain {
+    let offset = ctx as usize - WRAPPED.0.get() as usize;
+    Domain::ALL[(offset / core::mem::size_of::<PyMemAllocatorEx>()).min(2)]
+}
+
 unsafe extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    if profile::enabled() {
+        profile::record(profile::Event::Malloc, domain_of(ctx), size);
+    }
     // SAFETY: `ctx` is the address of this domain's entry in WRAPPED.
     let previous = unsafe { &*(ctx as *const PyMemAllocatorEx) };
     allocator::malloc_with(&Previous(previous), size).cast()
 }
 
 unsafe extern "C" fn hook_calloc(ctx: *mut c_void, count: usize, size: usize) -> *mut c_void {
+    if profile::enabled() {
+        let bytes = count.saturating_mul(size);
+        profile::record(profile::Event::Calloc, domain_of(ctx), bytes);
+    }
     // SAFETY: as in `hook_malloc`.
     let previous = unsafe { &*(ctx as *const PyMemAllocatorEx) };
     allocator::calloc_with(&Previous(previous), count, size).cast()
@@ -116,6 +130,17 @@ unsafe extern "C" fn hook_realloc(
     block: *mut c_void,
     size: usize,
 ) -> *mut c_void {
+    if profile::enabled() {
+        let old_size = if block.is_null() {
+            Some(0)
+        } else if allocator::owns(block.cast()) {
+            // SAFETY: a live pooled block (CPython passes live blocks).
+            Some(unsafe { crate::heap::block_usable_size(block.cast()) })
+        } else {
+            None // the wrapped allocator's: its size is not known here
+        };
+        profile::record_realloc(domain_of(ctx), old_size, size);
+    }
     // SAFETY: as in `hook_malloc`; CPython passes a live block of this
     // domain, which is ours or the wrapped allocator's.
     unsafe {

@@ -527,6 +527,15 @@ pub fn leak_report() -> String {
     out
 }
 
+/// Bytes requested for the live debug block `p`.
+///
+/// # Safety
+/// `p` is a live debug block.
+pub unsafe fn requested_size(p: *mut u8) -> usize {
+    // SAFETY: guaranteed by the caller.
+    unsafe { usize::from_be_bytes((*p.sub(HEAD).cast::<Header>()).size) }
+}
+
 /// Live debug blocks right now.
 pub fn live_blocks() -> usize {
     LIVE.lock().0.count

@@ -28,6 +28,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use crate::allocator;
 use crate::config::{MEM_POOLED_BY_DEFAULT, OBJ_POOLED_BY_DEFAULT, RAW_POOLED_BY_DEFAULT};
 use crate::debug;
+use crate::profile;
 use crate::system;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -68,6 +69,8 @@ pub struct Setting {
 
 const POOLED: u8 = 1;
 const DEBUG: u8 = 2;
+/// The profiler counts this heap's requests (see [`crate::profile`]).
+const PROFILE: u8 = 4;
 
 impl Setting {
     const fn encode(self) -> u8 {
@@ -131,15 +134,21 @@ pub fn backend(domain: Domain) -> Backend {
 }
 
 pub fn set(domain: Domain, setting: Setting) {
-    let setting = if domain == Domain::Core {
-        Setting {
-            backend: Backend::Pymalloc,
-            ..setting
-        }
-    } else {
-        setting
+    let backend = match domain {
+        Domain::Core => Backend::Pymalloc,
+        _ => setting.backend,
     };
-    STATE[domain as usize].store(setting.encode(), Ordering::Relaxed);
+    let profiling = state(domain) & PROFILE;
+    let encoded = Setting { backend, ..setting }.encode() | profiling;
+    STATE[domain as usize].store(encoded, Ordering::Relaxed);
+}
+
+/// Route every heap's requests through the profiler from now on.
+pub fn enable_profiling() {
+    profile::enable();
+    for domain in [Domain::Raw, Domain::Mem, Domain::Obj, Domain::Core] {
+        STATE[domain as usize].fetch_or(PROFILE, Ordering::Relaxed);
+    }
 }
 
 /// `PyMem_SetupDebugHooks`: the debug hooks over whatever serves each heap.
@@ -168,16 +177,30 @@ pub fn malloc(domain: Domain, size: usize) -> *mut u8 {
 
 #[inline(never)]
 fn malloc_other(domain: Domain, state: u8, size: usize) -> *mut u8 {
-    let setting = Setting::decode(state);
-    if setting.debug {
-        debug::malloc(domain, setting.backend, size)
-    } else {
-        system::malloc(size)
+    if state & PROFILE != 0 {
+        profile::record(profile::Event::Malloc, domain, size);
+    }
+    match Setting::decode(state) {
+        Setting {
+            debug: true,
+            backend,
+        } => debug::malloc(domain, backend, size),
+        Setting {
+            backend: Backend::Pymalloc,
+            ..
+        } => allocator::malloc(size),
+        Setting {
+            backend: Backend::Malloc,
+            ..
+        } => system::malloc(size),
     }
 }
 
 #[inline(always)]
 pub fn calloc(domain: Domain, count: usize, size: usize) -> *mut u8 {
+    if state(domain) & PROFILE != 0 {
+        profile::record(profile::Event::Calloc, domain, count.saturating_mul(size));
+    }
     let setting = setting(domain);
     match (setting.debug, setting.backend) {
         (false, Backend::Pymalloc) => allocator::calloc(count, size),
@@ -191,7 +214,12 @@ pub fn calloc(domain: Domain, count: usize, size: usize) -> *mut u8 {
 /// function for reports.
 #[inline(always)]
 pub unsafe fn realloc(domain: Domain, block: *mut u8, size: usize, function: &str) -> *mut u8 {
-    let setting = setting(domain);
+    let state = state(domain);
+    if state & PROFILE != 0 {
+        // SAFETY: guaranteed by the caller.
+        unsafe { record_realloc(domain, state, block, size) };
+    }
+    let setting = Setting::decode(state);
     if setting.debug {
         // SAFETY: guaranteed by the caller.
         return unsafe { debug::realloc(domain, setting.backend, block, size, function) };
@@ -214,6 +242,25 @@ pub unsafe fn free(domain: Domain, block: *mut u8, function: &str) {
         // SAFETY: guaranteed by the caller.
         unsafe { debug::free(domain, block, function) }
     }
+}
+
+/// # Safety
+/// `block` is null or a live block of `domain`.
+#[cold]
+unsafe fn record_realloc(domain: Domain, state: u8, block: *mut u8, size: usize) {
+    let old_size = if block.is_null() {
+        Some(0)
+    } else if state & DEBUG != 0 {
+        // SAFETY: a live debug block (caller).
+        Some(unsafe { debug::requested_size(block) })
+    } else if allocator::owns(block) {
+        // SAFETY: a live pooled block (caller).
+        Some(unsafe { crate::heap::block_usable_size(block) })
+    } else {
+        // SAFETY: not ours, so a live libc block (caller).
+        Some(unsafe { libc::malloc_usable_size(block.cast()) })
+    };
+    profile::record_realloc(domain, old_size, size);
 }
 
 /// An invalid setting in the environment.
@@ -297,6 +344,9 @@ pub fn configure_from_env() {
                 set(domain, setting);
             }
             debug::set_warn_only(lookup("PYMALLOC_DEBUG_ACTION").as_deref() == Some("warn"));
+            if lookup("PYMALLOC_PROFILE").is_some_and(|v| !v.is_empty()) {
+                enable_profiling();
+            }
         }
         Err(error) => {
             crate::report::message(format_args!("{error}"));

@@ -67,6 +67,7 @@ pub mod heap;
 pub mod object;
 pub mod os;
 pub mod pool;
+pub mod profile;
 pub mod report;
 pub mod size_class;
 pub mod stats;
@@ -81,6 +82,10 @@ extern "C" fn on_load() {
     domain::configure_from_env();
     heap::install_fork_handlers();
     cpython::on_load();
+    if std::env::var_os("PYMALLOC_PROFILE").is_some_and(|v| !v.is_empty()) {
+        // SAFETY: registering a plain C function to run at exit.
+        unsafe { libc::atexit(write_profile_at_exit) };
+    }
     if std::env::var_os("PYMALLOC_LEAKS").is_some_and(|v| v == "1") {
         // SAFETY: registering a plain C function to run at exit.
         unsafe { libc::atexit(report_leaks_at_exit) };
@@ -89,6 +94,20 @@ extern "C" fn on_load() {
     if to_stderr || std::env::var_os("PYMALLOC_STATS_FILE").is_some() {
         // SAFETY: registering a plain C function to run at exit.
         unsafe { libc::atexit(report_stats_at_exit) };
+    }
+}
+
+/// `PYMALLOC_PROFILE=FILE`: the allocation profile. A `%p` in the name is
+/// replaced by the process id, so that every process of a run keeps its own.
+extern "C" fn write_profile_at_exit() {
+    let Some(name) = std::env::var_os("PYMALLOC_PROFILE") else {
+        return;
+    };
+    let path = name
+        .to_string_lossy()
+        .replace("%p", &std::process::id().to_string());
+    if let Err(error) = std::fs::write(&path, profile::render()) {
+        report::message(format_args!("PYMALLOC_PROFILE={path}: {error}"));
     }
 }
 
