@@ -33,7 +33,7 @@ RUNNER   := target/pymalloc-python
 
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
-        clean fmt lint runner
+        clean fmt lint runner tune bench peers
 
 all: headers runner
 
@@ -129,6 +129,34 @@ test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
 # CPython's own regression tests: stock vs LD_PRELOAD vs the runner.
 test-cpython-suite: $(RUNNER)
 	$(PYTHON) scripts/cpython_tests.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER) --jobs 2
+
+# --- benchmarks ------------------------------------------------------------
+
+PEER_PACKAGES := libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4
+LIBPYTHON = $(shell $(PYTHON) -c 'import sysconfig, os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))')
+BENCH_RUNS ?= 5
+
+peers:
+	@missing=""; for p in $(PEER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; fi
+
+$(OUT)/bench: benches/c/bench.c
+	@mkdir -p $(OUT)
+	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $< -ldl -lpthread
+
+# The C benchmark: every allocator side by side in one run (see BENCHMARKS.md).
+bench: peers $(SHARED) $(OUT)/bench
+	$(OUT)/bench $(CURDIR)/$(SHARED) $(LIBPYTHON) --runs $(BENCH_RUNS) | tee target/bench.md
+
+# --- tuning ----------------------------------------------------------------
+
+# Memory figures and replay timings of the candidate configurations for an
+# allocation profile (PYMALLOC_PROFILE output); see docs/tuning.md.
+PROFILE ?= docs/profiles/*.csv
+tune:
+	$(PYTHON) scripts/tune.py $(PROFILE)
 
 # --- demo ------------------------------------------------------------------
 

@@ -1,0 +1,423 @@
+/* bench: the same allocation workloads on several allocators, side by side
+ * in one process run.
+ *
+ *   bench LIBPYMALLOC LIBPYTHON [--runs N] [--scale F] [--only NAME]
+ *
+ * Allocators (each loaded with dlopen(RTLD_LOCAL) so that their malloc-
+ * named symbols do not clash): pymalloc-rs through PyObject_Malloc/Free and
+ * through PyCore_Malloc/Free; CPython's own pymalloc (PyObject_Malloc from
+ * libpython, usable before Py_Initialize; not thread-safe, so it sits out
+ * the threaded workloads); glibc malloc; mimalloc, jemalloc and tcmalloc
+ * from their Debian packages (skipped, with a note, when missing).
+ *
+ * Workloads use a Python-like size mix: 16..512 bytes, most of them 16..64.
+ * Each is run N times per allocator (interleaved across allocators); the
+ * table gives the median nanoseconds per operation and the ratio to
+ * CPython's pymalloc (>1 = faster than CPython's pymalloc). */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    const char *name;
+    void *(*malloc)(size_t);
+    void (*free)(void *);
+    void *(*realloc)(void *, size_t);
+    int thread_safe;
+    int available;
+    const char *why_missing;
+} allocator;
+
+static double now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+/* xorshift64*, one state per thread */
+static inline uint64_t next_random(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+/* Python-like sizes: 16..512, about 80% in 16..64. */
+static inline size_t python_size(uint64_t *s)
+{
+    uint64_t r = next_random(s);
+    if ((r & 0xff) < 205)
+        return 16 + ((r >> 8) % 49);
+    return 16 + ((r >> 8) % 497);
+}
+
+static double scale = 1.0;
+#define SCALED(n) ((long)((n) * scale))
+
+/* --- workloads: each returns the number of operations it did ------------ */
+
+static long pairs(const allocator *a)
+{
+    uint64_t s = 1;
+    long n = SCALED(4000000);
+    for (long i = 0; i < n; i++) {
+        char *p = a->malloc(python_size(&s));
+        p[0] = 1;
+        a->free(p);
+    }
+    return n;
+}
+
+#define LIVE 100000
+static long churn_with(const allocator *a, uint64_t seed, long n)
+{
+    char **live = calloc(LIVE, sizeof *live);
+    uint64_t s = seed;
+    for (long i = 0; i < LIVE; i++)
+        live[i] = a->malloc(python_size(&s));
+    for (long i = 0; i < n; i++) {
+        size_t slot = next_random(&s) % LIVE;
+        a->free(live[slot]);
+        live[slot] = a->malloc(python_size(&s));
+        live[slot][0] = 1;
+    }
+    for (long i = 0; i < LIVE; i++)
+        a->free(live[i]);
+    free(live);
+    return n;
+}
+
+static long churn(const allocator *a)
+{
+    return churn_with(a, 7, SCALED(3000000));
+}
+
+static long teardown(const allocator *a)
+{
+    long n = SCALED(1000000);
+    char **blocks = malloc(n * sizeof *blocks);
+    uint64_t s = 3;
+    for (long i = 0; i < n; i++) {
+        blocks[i] = a->malloc(python_size(&s));
+        blocks[i][0] = 1;
+    }
+    for (long i = 0; i < n; i++)
+        a->free(blocks[i]);
+    free(blocks);
+    return 2 * n;
+}
+
+static long sweep(const allocator *a)
+{
+    enum { BATCH = 1000 };
+    static char *batch[BATCH];
+    long ops = 0, rounds = SCALED(40);
+    for (long r = 0; r < rounds; r++)
+        for (size_t size = 16; size <= 512; size += 16) {
+            for (int i = 0; i < BATCH; i++)
+                batch[i] = a->malloc(size);
+            for (int i = 0; i < BATCH; i++)
+                a->free(batch[i]);
+            ops += 2 * BATCH;
+        }
+    return ops;
+}
+
+static long realloc_growth(const allocator *a)
+{
+    long ops = 0, buffers = SCALED(200000);
+    for (long b = 0; b < buffers; b++) {
+        size_t size = 16;
+        char *p = a->malloc(size);
+        p[0] = 1;
+        while (size < 2048) {
+            size += size / 2;
+            p = a->realloc(p, size);
+            p[size - 1] = 1;
+            ops++;
+        }
+        a->free(p);
+        ops += 2;
+    }
+    return ops;
+}
+
+/* producer/consumer: one thread allocates, the other frees */
+#define RING 4096
+typedef struct {
+    const allocator *a;
+    _Atomic(char *) slots[RING];
+    long count;
+} ring;
+
+static void *consumer(void *arg)
+{
+    ring *r = arg;
+    for (long i = 0; i < r->count; i++) {
+        _Atomic(char *) *slot = &r->slots[i % RING];
+        char *p;
+        while ((p = atomic_load_explicit(slot, memory_order_acquire)) == NULL)
+            ;
+        atomic_store_explicit(slot, NULL, memory_order_relaxed);
+        r->a->free(p);
+    }
+    return NULL;
+}
+
+static long producer_consumer(const allocator *a)
+{
+    static ring r;
+    pthread_t thread;
+    uint64_t s = 11;
+    r.a = a;
+    r.count = SCALED(2000000);
+    for (int i = 0; i < RING; i++)
+        atomic_store(&r.slots[i], NULL);
+    pthread_create(&thread, NULL, consumer, &r);
+    for (long i = 0; i < r.count; i++) {
+        _Atomic(char *) *slot = &r.slots[i % RING];
+        char *p = a->malloc(python_size(&s));
+        p[0] = 1;
+        while (atomic_load_explicit(slot, memory_order_acquire) != NULL)
+            ;
+        atomic_store_explicit(slot, p, memory_order_release);
+    }
+    pthread_join(thread, NULL);
+    return r.count;
+}
+
+typedef struct {
+    const allocator *a;
+    uint64_t seed;
+    long n;
+} churn_job;
+
+static void *churn_thread(void *arg)
+{
+    churn_job *job = arg;
+    churn_with(job->a, job->seed, job->n);
+    return NULL;
+}
+
+/* N threads each churning; reported per operation of all threads together
+ * (so perfect scaling halves the figure with 2 threads). */
+static long threads_churn(const allocator *a, int threads)
+{
+    pthread_t ids[64];
+    churn_job jobs[64];
+    long n = SCALED(3000000);
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = (churn_job){ a, 100 + t, n };
+        pthread_create(&ids[t], NULL, churn_thread, &jobs[t]);
+    }
+    for (int t = 0; t < threads; t++)
+        pthread_join(ids[t], NULL);
+    return n * threads;
+}
+
+static long threads1(const allocator *a) { return threads_churn(a, 1); }
+static long threads2(const allocator *a) { return threads_churn(a, 2); }
+
+typedef struct {
+    const char *name;
+    long (*run)(const allocator *);
+    int threaded;
+} workload;
+
+static const workload workloads[] = {
+    { "pair (alloc+free)", pairs, 0 },
+    { "churn 100k live", churn, 0 },
+    { "teardown 1M", teardown, 0 },
+    { "size-class sweep", sweep, 0 },
+    { "realloc growth", realloc_growth, 0 },
+    { "producer/consumer", producer_consumer, 1 },
+    { "1 thread churn", threads1, 1 },
+    { "2 threads churn", threads2, 1 },
+};
+#define NWORK (sizeof workloads / sizeof workloads[0])
+
+/* --- loading allocators ---------------------------------------------------- */
+
+static void load(allocator *a, const char *path, const char *m, const char *f, const char *r)
+{
+    void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!handle) {
+        a->available = 0;
+        a->why_missing = strdup(dlerror());
+        return;
+    }
+    a->malloc = (void *(*)(size_t))dlsym(handle, m);
+    a->free = (void (*)(void *))dlsym(handle, f);
+    a->realloc = (void *(*)(void *, size_t))dlsym(handle, r);
+    a->available = a->malloc && a->free && a->realloc;
+    if (!a->available)
+        a->why_missing = "symbols not found";
+}
+
+/* Run this program again with `library` preloaded, measuring only the
+ * system allocator, and read its medians (one line per workload). */
+static int preloaded_column(const char *self, char **argv, int argc, const char *name, const char *library,
+                            double *medians)
+{
+    char command[4096];
+    size_t used = (size_t)snprintf(command, sizeof command, "LD_PRELOAD=%s '%s'", library, self);
+    FILE *child;
+    for (int i = 1; i < argc; i++)
+        used += (size_t)snprintf(command + used, sizeof command - used, " '%s'", argv[i]);
+    snprintf(command + used, sizeof command - used, " --system-only '%s'", name);
+    child = popen(command, "r");
+    if (!child)
+        return 0;
+    for (size_t w = 0; w < NWORK; w++)
+        if (fscanf(child, "%lf", &medians[w]) != 1) {
+            pclose(child);
+            return 0;
+        }
+    return pclose(child) == 0;
+}
+
+static int compare_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+int main(int argc, char **argv)
+{
+    enum { MAXA = 8, MAXRUNS = 64 };
+    allocator allocators[MAXA];
+    int n = 0, runs = 5;
+    const char *only = NULL, *system_name = NULL;
+    static double results[MAXA][NWORK][MAXRUNS];
+
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench LIBPYMALLOC LIBPYTHON [--runs N] [--scale F] [--only WORKLOAD]\n");
+        return 2;
+    }
+    for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--scale") && i + 1 < argc)
+            scale = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
+        else if (!strcmp(argv[i], "--system-only") && i + 1 < argc)
+            system_name = argv[++i];
+    }
+    if (runs < 1 || runs > MAXRUNS)
+        runs = 5;
+
+    if (system_name) {
+        /* Child mode (see preloaded_column): the process was started with
+         * an allocator in LD_PRELOAD, so malloc is that allocator. */
+        allocator system = { .name = system_name, .malloc = malloc, .free = free, .realloc = realloc,
+                             .thread_safe = 1, .available = 1 };
+        for (size_t w = 0; w < NWORK; w++) {
+            double times[MAXRUNS];
+            if (only && !strstr(workloads[w].name, only)) {
+                printf("0\n");
+                continue;
+            }
+            for (int run = 0; run < runs; run++) {
+                double start = now_ns();
+                long ops = workloads[w].run(&system);
+                times[run] = (now_ns() - start) / ops;
+            }
+            qsort(times, runs, sizeof(double), compare_double);
+            printf("%.4f\n", times[runs / 2]);
+        }
+        return 0;
+    }
+
+    allocator cpython = { .name = "CPython 3.11 pymalloc", .thread_safe = 0 };
+    load(&cpython, argv[2], "PyObject_Malloc", "PyObject_Free", "PyObject_Realloc");
+    allocator ours_obj = { .name = "pymalloc-rs PyObject_*", .thread_safe = 1 };
+    load(&ours_obj, argv[1], "PyObject_Malloc", "PyObject_Free", "PyObject_Realloc");
+    allocator ours_core = { .name = "pymalloc-rs PyCore_*", .thread_safe = 1 };
+    load(&ours_core, argv[1], "PyCore_Malloc", "PyCore_Free", "PyCore_Realloc");
+    allocator glibc = { .name = "glibc malloc", .malloc = malloc, .free = free, .realloc = realloc,
+                        .thread_safe = 1, .available = 1 };
+    allocator mimalloc = { .name = "mimalloc 2.0", .thread_safe = 1 };
+    load(&mimalloc, "libmimalloc.so.2", "mi_malloc", "mi_free", "mi_realloc");
+    allocator jemalloc = { .name = "jemalloc 5.3", .thread_safe = 1 };
+    load(&jemalloc, "libjemalloc.so.2", "malloc", "free", "realloc");
+    allocator tcmalloc = { .name = "tcmalloc (gperftools)", .thread_safe = 1 };
+    load(&tcmalloc, "libtcmalloc_minimal.so.4", "tc_malloc", "tc_free", "tc_realloc");
+    allocator *all[] = { &cpython, &ours_obj, &ours_core, &glibc, &mimalloc, &jemalloc, &tcmalloc };
+    static double preloaded[NWORK];
+    int preloaded_jemalloc = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (all[i]->available)
+            allocators[n++] = *all[i];
+        else if (all[i] == &jemalloc && preloaded_column(argv[0], argv, argc, "jemalloc 5.3 (LD_PRELOAD)",
+                                                         "libjemalloc.so.2", preloaded))
+            preloaded_jemalloc = 1;
+        else
+            printf("note: %s not measured: %s\n", all[i]->name, all[i]->why_missing);
+    }
+    if (preloaded_jemalloc)
+        printf("note: jemalloc cannot be dlopen'ed (%s); it was measured in a child process with "
+               "LD_PRELOAD=libjemalloc.so.2, not interleaved with the others\n", jemalloc.why_missing);
+
+    for (size_t w = 0; w < NWORK; w++) {
+        if (only && !strstr(workloads[w].name, only))
+            continue;
+        for (int run = 0; run < runs; run++)
+            for (int i = 0; i < n; i++) {
+                if (workloads[w].threaded && !allocators[i].thread_safe) {
+                    results[i][w][run] = 0;
+                    continue;
+                }
+                double start = now_ns();
+                long ops = workloads[w].run(&allocators[i]);
+                results[i][w][run] = (now_ns() - start) / ops;
+            }
+    }
+
+    printf("\nns per operation, median of %d interleaved runs (ratio: CPython pymalloc time / this time)\n\n",
+           runs);
+    printf("| workload |");
+    for (int i = 0; i < n; i++)
+        printf(" %s |", allocators[i].name);
+    if (preloaded_jemalloc)
+        printf(" jemalloc 5.3 (LD_PRELOAD) |");
+    printf("\n|---|");
+    for (int i = 0; i < n + preloaded_jemalloc; i++)
+        printf("---|");
+    printf("\n");
+    for (size_t w = 0; w < NWORK; w++) {
+        double medians[MAXA], base = 0;
+        if (only && !strstr(workloads[w].name, only))
+            continue;
+        for (int i = 0; i < n; i++) {
+            qsort(results[i][w], runs, sizeof(double), compare_double);
+            medians[i] = results[i][w][runs / 2];
+        }
+        for (int i = 0; i < n; i++)
+            if (!strcmp(allocators[i].name, "CPython 3.11 pymalloc"))
+                base = medians[i];
+        if (base == 0) /* threaded workloads: compare with glibc */
+            for (int i = 0; i < n; i++)
+                if (!strcmp(allocators[i].name, "glibc malloc"))
+                    base = -medians[i];
+        printf("| %s%s |", workloads[w].name, base < 0 ? " (ratio vs glibc)" : "");
+        for (int i = 0; i < n; i++) {
+            if (medians[i] == 0)
+                printf(" n/a (not thread-safe) |");
+            else
+                printf(" %.2f (%.2fx) |", medians[i], (base < 0 ? -base : base) / medians[i]);
+        }
+        if (preloaded_jemalloc)
+            printf(" %.2f (%.2fx) |", preloaded[w], (base < 0 ? -base : base) / preloaded[w]);
+        printf("\n");
+    }
+    return 0;
+}
