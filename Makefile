@@ -61,11 +61,11 @@ lint:
 
 # --- C tests ---------------------------------------------------------------
 
-$(OUT)/%: c_tests/%.c c_tests/check.h $(SHARED) include/pymalloc.h
+$(OUT)/%: c_tests/%.c $(wildcard c_tests/*.h) $(SHARED) include/pymalloc.h
 	@mkdir -p $(OUT)
 	$(CC) $(CFLAGS_TEST) -o $@ $< -L$(LIBDIR) -lpymalloc -lpthread -Wl,-rpath,$(CURDIR)/$(LIBDIR)
 
-$(OUT)/asan/%: c_tests/%.c c_tests/check.h $(STATIC) include/pymalloc.h
+$(OUT)/asan/%: c_tests/%.c $(wildcard c_tests/*.h) $(STATIC) include/pymalloc.h
 	@mkdir -p $(OUT)/asan
 	$(CC) $(CFLAGS_TEST) $(SANITIZE) -o $@ $< $(STATIC) -lpthread -ldl -lm
 
@@ -79,6 +79,7 @@ test-c-asan: $(addprefix $(OUT)/asan/,$(C_TESTS))
 # The committed headers equal a fresh generation (Rust test), compile alone
 # under -std=c99 -pedantic and as C++, and after CPython's Python.h.
 test-headers: $(SHARED)
+	@mkdir -p $(OUT)
 	$(CARGO) test --release --test headers
 	$(CC) -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude -o $(OUT)/header_alone c_tests/header_alone.c \
 	    -L$(LIBDIR) -lpymalloc -Wl,-rpath,$(CURDIR)/$(LIBDIR) && $(OUT)/header_alone
@@ -95,6 +96,7 @@ test-exports: $(SHARED)
 
 # Install into a scratch prefix and build a program through pkg-config.
 test-install: $(SHARED)
+	@mkdir -p $(OUT)
 	rm -rf target/install-test
 	$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/target/install-test
 	PKG_CONFIG_PATH=$(CURDIR)/target/install-test/lib/pkgconfig \

@@ -7,10 +7,7 @@ typedef struct {
     double items[1];
 } Vector;
 
-static PyTypeObject VectorType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    "header_alone.Vector", sizeof(Vector) - sizeof(double), sizeof(double),
-};
+static PyTypeObject VectorType;
 
 int main(void)
 {
@@ -20,6 +17,9 @@ int main(void)
     void *raw = PyMem_RawMalloc(8), *core = PyCore_Malloc(8);
     char *bytes = (char *)PyObject_MALLOC(3);
 
+    VectorType.tp_name = "header_alone.Vector";
+    VectorType.tp_basicsize = (Py_ssize_t)(sizeof(Vector) - sizeof(double));
+    VectorType.tp_itemsize = (Py_ssize_t)sizeof(double);
     if (numbers == NULL || raw == NULL || core == NULL || bytes == NULL)
         return 1;
     grown = numbers;
