@@ -33,7 +33,7 @@ RUNNER   := target/pymalloc-python
 
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
-        clean fmt lint runner tune bench peers
+        clean fmt lint runner tune bench peers stress
 
 all: headers runner
 
@@ -131,6 +131,14 @@ test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
 # CPython's own regression tests: stock vs LD_PRELOAD vs the runner.
 test-cpython-suite: $(RUNNER)
 	$(PYTHON) scripts/cpython_tests.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER) --jobs 2
+
+# --- reliability -----------------------------------------------------------
+
+# The long variant of the randomised differential test (10^8 operations;
+# PYMALLOC_SEED=n to choose the seed).
+STRESS_OPS ?= 100000000
+stress:
+	PYMALLOC_STRESS_OPS=$(STRESS_OPS) $(CARGO) test --release --test differential -- --nocapture
 
 # --- benchmarks ------------------------------------------------------------
 
