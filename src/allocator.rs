@@ -261,6 +261,47 @@ mod tests {
     }
 
     #[test]
+    fn out_of_memory_gives_null_and_allocation_recovers() {
+        std::thread::spawn(|| {
+            // Exhaust what is already mapped, with every mapping refused:
+            // the pools run dry and malloc must say so with NULL.
+            crate::os::inject_map_failures(usize::MAX);
+            let mut blocks = Vec::new();
+            let class_size = SMALL_REQUEST_THRESHOLD;
+            loop {
+                let block = malloc(class_size);
+                if block.is_null() {
+                    break;
+                }
+                // SAFETY: a live block of `class_size` bytes.
+                unsafe { ptr::write_bytes(block, 0x5A, class_size) };
+                blocks.push(block);
+                assert!(
+                    blocks.len() < 1 << 22,
+                    "mappings are refused, so memory must run out"
+                );
+            }
+            crate::os::inject_map_failures(0);
+            let fresh = malloc(class_size);
+            assert!(
+                !fresh.is_null(),
+                "allocation works again once memory is available"
+            );
+            for block in blocks {
+                // SAFETY: live blocks; their content must be intact.
+                unsafe {
+                    assert!((0..class_size).all(|i| *block.add(i) == 0x5A));
+                    free(block);
+                }
+            }
+            // SAFETY: live block.
+            unsafe { free(fresh) };
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn freeing_a_system_pointer_goes_to_the_system() {
         // SAFETY: a libc block freed through our free.
         unsafe {
