@@ -31,7 +31,7 @@ static PyCoreStats stats(void)
 
 static size_t blocks_per_pool(const PyCoreStats *s, size_t block_size)
 {
-    return (s->pool_size - s->pool_overhead) / block_size;
+    return s->pool_size / block_size; /* pool records live in the arena's metadata pools */
 }
 
 static void check_statistics(void)
@@ -56,7 +56,7 @@ static void check_statistics(void)
     small_pools = (SMALL + per_small - 1) / per_small;
     largest_pools = (LARGEST + per_largest - 1) / per_largest;
     pools = small_pools + largest_pools;
-    all_pools = s.arena_size / s.pool_size;
+    all_pools = s.arena_size / s.pool_size - s.metadata_pools_per_arena;
 
     for (i = 0; i < SMALL; i++)
         small[i] = PyObject_Malloc(24);
@@ -85,9 +85,9 @@ static void check_statistics(void)
                                            + (largest_pools * per_largest - LARGEST) * s.small_request_threshold);
     EXPECT_EQ(s.unused_pools, all_pools - pools);
     EXPECT_EQ(s.cached_pools, 0);
-    EXPECT_EQ(s.bytes_lost_to_pool_headers, pools * s.pool_overhead);
-    EXPECT_EQ(s.bytes_lost_to_quantization, small_pools * ((s.pool_size - s.pool_overhead) % 32)
-                                            + largest_pools * ((s.pool_size - s.pool_overhead) % s.small_request_threshold));
+    EXPECT_EQ(s.bytes_lost_to_pool_headers, s.metadata_pools_per_arena * s.pool_size);
+    EXPECT_EQ(s.bytes_lost_to_quantization, small_pools * (s.pool_size % 32)
+                                            + largest_pools * (s.pool_size % s.small_request_threshold));
     EXPECT_EQ(s.heaps_live, 1);
     EXPECT_EQ(s.heaps_abandoned, 0);
     EXPECT_EQ(s.pools_taken, pools);

@@ -16,9 +16,9 @@
 use core::ptr::{self, null_mut, NonNull};
 
 use crate::address_map;
-use crate::config::{ARENA_SIZE, FREE_ARENA_RESERVE, POOLS_PER_ARENA, POOL_SIZE};
+use crate::config::{ARENA_SIZE, BLOCK_POOLS_PER_ARENA, FREE_ARENA_RESERVE, METADATA_POOLS};
 use crate::os;
-use crate::pool::{Pool, PoolState};
+use crate::pool::{self, Pool, PoolState};
 use crate::sync::Locked;
 
 /// The record of one arena.
@@ -26,7 +26,8 @@ pub struct Arena {
     base: usize,
     /// Pools not owned by any heap: in `free_pools` or never carved.
     free_count: usize,
-    /// Pools carved so far; those at index >= this were never touched.
+    /// Index of the next pool never used: pools below `METADATA_POOLS` hold
+    /// the records, those from here on were never touched.
     carved: usize,
     /// Returned pools, linked through `Pool::next`.
     free_pools: *mut Pool,
@@ -35,7 +36,7 @@ pub struct Arena {
     next: *mut Arena,
 }
 
-const BUCKETS: usize = POOLS_PER_ARENA + 1;
+const BUCKETS: usize = BLOCK_POOLS_PER_ARENA + 1;
 const BITMAP_WORDS: usize = BUCKETS.div_ceil(64);
 const RECORDS_PER_CHUNK: usize = 64 * 1024 / core::mem::size_of::<Arena>();
 
@@ -104,7 +105,7 @@ impl Arenas {
         // SAFETY: `arena` is a live record in a bucket, under the lock.
         unsafe {
             let a = &mut *arena;
-            if a.free_count == POOLS_PER_ARENA {
+            if a.free_count == BLOCK_POOLS_PER_ARENA {
                 self.reserve -= 1;
             }
             let pool = if !a.free_pools.is_null() {
@@ -112,8 +113,8 @@ impl Arenas {
                 a.free_pools = (*pool).next;
                 pool
             } else {
-                debug_assert!(a.carved < POOLS_PER_ARENA);
-                let pool = (a.base + a.carved * POOL_SIZE) as *mut Pool;
+                debug_assert!(a.carved < METADATA_POOLS + BLOCK_POOLS_PER_ARENA);
+                let pool = pool::pool_record(a.base, a.carved);
                 a.carved += 1;
                 pool
             };
@@ -144,7 +145,7 @@ impl Arenas {
             (*arena).free_pools = pool;
             let free_count = (*arena).free_count + 1;
             self.move_bucket(arena, free_count);
-            if free_count == POOLS_PER_ARENA {
+            if free_count == BLOCK_POOLS_PER_ARENA {
                 if self.reserve < FREE_ARENA_RESERVE {
                     self.reserve += 1;
                 } else {
@@ -257,8 +258,8 @@ impl Arenas {
                 record,
                 Arena {
                     base,
-                    free_count: POOLS_PER_ARENA,
-                    carved: 0,
+                    free_count: BLOCK_POOLS_PER_ARENA,
+                    carved: METADATA_POOLS,
                     free_pools: null_mut(),
                     prev: null_mut(),
                     next: null_mut(),
@@ -339,7 +340,7 @@ mod tests {
         let mut taken = Vec::new();
         {
             let mut arenas = ARENAS.lock();
-            for _ in 0..POOLS_PER_ARENA + 3 {
+            for _ in 0..BLOCK_POOLS_PER_ARENA + 3 {
                 taken.push(arenas.take_pool().unwrap().as_ptr());
             }
         }
@@ -348,9 +349,11 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), taken.len());
         for &pool in &taken {
-            assert_eq!(pool as usize % POOL_SIZE, 0);
-            assert!(address_map::contains(pool as usize));
-            assert!(address_map::contains(pool as usize + POOL_SIZE - 1));
+            let memory = pool::pool_memory(pool);
+            assert_eq!(memory % crate::config::POOL_SIZE, 0);
+            assert_eq!(pool::pool_of(memory), pool);
+            assert!(address_map::contains(memory));
+            assert!(address_map::contains(memory + crate::config::POOL_SIZE - 1));
         }
         let mut arenas = ARENAS.lock();
         for pool in taken {
@@ -364,7 +367,7 @@ mod tests {
         let mut arenas = ARENAS.lock();
         let before = arenas.counters;
         // Fill several arenas completely, then give everything back.
-        let pools: Vec<_> = (0..POOLS_PER_ARENA * 3)
+        let pools: Vec<_> = (0..BLOCK_POOLS_PER_ARENA * 3)
             .map(|_| arenas.take_pool().unwrap().as_ptr())
             .collect();
         let during = arenas.counters;

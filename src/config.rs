@@ -9,9 +9,13 @@ include!(concat!(env!("OUT_DIR"), "/config.rs"));
 /// ALIGNMENT+1..=2*ALIGNMENT class 1, and so on up to the threshold.
 pub const NUM_SIZE_CLASSES: usize = SMALL_REQUEST_THRESHOLD / ALIGNMENT;
 
-/// Pools carved out of one arena (arenas are aligned to their size, so no
-/// pool is lost to alignment).
+/// Pools in one arena (arenas are aligned to their size, so no pool is lost
+/// to alignment). The first `METADATA_POOLS` hold the records ("headers")
+/// of all the arena's pools, side by side; the others hold blocks.
 pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
+
+/// Pools per arena that serve blocks.
+pub const BLOCK_POOLS_PER_ARENA: usize = POOLS_PER_ARENA - METADATA_POOLS;
 
 /// Bits of a user-space address on the platforms we support (x86-64 with
 /// four-level paging, AArch64 with 48-bit VA). The address map covers them;
@@ -33,4 +37,4 @@ pub const FREE_ARENA_RESERVE: usize = 1;
 pub const CARVE_BYTES: usize = 4096;
 
 const _: () = assert!(NUM_SIZE_CLASSES >= 1 && NUM_SIZE_CLASSES <= 128);
-const _: () = assert!(POOL_OVERHEAD % ALIGNMENT == 0);
+const _: () = assert!(BLOCK_POOLS_PER_ARENA >= 1);

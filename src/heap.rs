@@ -121,13 +121,37 @@ pub fn alloc(class: usize) -> *mut u8 {
             let pool = *(*heap).avail.get_unchecked(class);
             let block = (*pool).free;
             if !block.is_null() {
-                (*pool).free = (*block).next;
+                let next = (*block).next;
+                (*pool).free = next;
                 (*pool).set_used((*pool).used() + 1);
+                if next.is_null() {
+                    // As in CPython: deal with the exhausted pool now, so
+                    // that the next allocation finds a block at once.
+                    pool_exhausted(heap, pool);
+                }
                 return block.cast();
             }
         }
     }
     alloc_slow(class)
+}
+
+/// The allocation just took the last free block of `pool`, the first pool
+/// of its class: thread the next page of never-used blocks onto its free
+/// list, or, if it has none, take it off the list until a block comes back.
+/// Pools on a class list therefore always have a free block.
+///
+/// # Safety
+/// `heap` is this thread's heap and owns `pool`, the head of its class list.
+#[inline(never)]
+unsafe fn pool_exhausted(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if !pool::carve(pool) {
+            unlink(heap, pool);
+            (*pool).set_state(PoolState::Full);
+        }
+    }
 }
 
 /// Free a block that the address map says is ours.
@@ -207,15 +231,14 @@ unsafe fn alloc_from_pools(heap: *mut Heap, class: usize) -> *mut u8 {
         loop {
             let pool = (*heap).avail[class];
             if pool != sentinel {
-                if (*pool).free.is_null() && !pool::carve(pool) {
-                    // Exhausted: off the list until a block comes back.
-                    unlink(heap, pool);
-                    (*pool).set_state(PoolState::Full);
-                    continue;
-                }
+                // Pools on the list have a free block (see `pool_exhausted`).
                 let block = (*pool).free;
-                (*pool).free = (*block).next;
+                let next = (*block).next;
+                (*pool).free = next;
                 (*pool).set_used((*pool).used() + 1);
+                if next.is_null() {
+                    pool_exhausted(heap, pool);
+                }
                 return block.cast();
             }
             if collect_remote_frees(heap) {
@@ -225,6 +248,10 @@ unsafe fn alloc_from_pools(heap: *mut Heap, class: usize) -> *mut u8 {
                 return null_mut();
             };
             pool::prepare(pool, class, heap);
+            if (*pool).free.is_null() && !pool::carve(pool) {
+                // Cannot happen: a fresh pool holds at least two blocks.
+                return null_mut();
+            }
             (*pool).set_state(PoolState::Available);
             link_front(heap, pool, class);
         }

@@ -1,5 +1,13 @@
-//! Pools: `POOL_SIZE` bytes of one arena, holding blocks of one size class
-//! behind a 48-byte header (CPython's `pool_header`, reshaped for threads).
+//! Pools: `POOL_SIZE` bytes of one arena, holding blocks of one size class,
+//! and their 48-byte records (CPython's `pool_header`, reshaped for threads).
+//!
+//! Unlike CPython, the record is not at the start of the pool: the records
+//! of all the pools of an arena sit side by side in the arena's first pool
+//! (or first few, `METADATA_POOLS`). Pools are 16 KiB-aligned, so headers
+//! at their starts would all fall into the same few cache sets and evict
+//! each other; side by side they do not, and every byte of a pool holds
+//! blocks. The record of the pool containing an address is still found by
+//! arithmetic on the address alone.
 //!
 //! A pool belongs to at most one heap at a time (`owner`). Only the owning
 //! heap's thread touches `free`, `next_offset`, `next` and `prev`; other
@@ -14,7 +22,7 @@
 use core::ptr::{self, null_mut};
 use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering::Relaxed};
 
-use crate::config::{CARVE_BYTES, POOL_OVERHEAD, POOL_SIZE};
+use crate::config::{ARENA_SIZE, CARVE_BYTES, POOL_SHIFT, POOL_SIZE};
 use crate::heap::Heap;
 use crate::size_class::block_size;
 
@@ -60,17 +68,30 @@ pub struct Pool {
     pub prev: *mut Pool,
 }
 
-const _: () = assert!(
-    core::mem::size_of::<Pool>() == 48,
-    "build.rs POOL_HEADER_BYTES"
-);
-const _: () = assert!(POOL_OVERHEAD >= core::mem::size_of::<Pool>());
+const RECORD: usize = core::mem::size_of::<Pool>();
+const _: () = assert!(RECORD == 48, "build.rs POOL_RECORD_BYTES");
 
-/// The pool a block belongs to: its address rounded down to the pool size.
-/// Only meaningful for addresses the address map says are ours.
+/// The record of the pool a block belongs to: the pool's index in its
+/// arena selects a record in the arena's metadata pools. Only meaningful
+/// for addresses the address map says are ours.
 #[inline(always)]
 pub fn pool_of(address: usize) -> *mut Pool {
-    (address & !(POOL_SIZE - 1)) as *mut Pool
+    let arena = address & !(ARENA_SIZE - 1);
+    let index = (address & (ARENA_SIZE - 1)) >> POOL_SHIFT;
+    (arena + index * RECORD) as *mut Pool
+}
+
+/// The record of pool number `index` of the arena at `arena`.
+#[inline(always)]
+pub fn pool_record(arena: usize, index: usize) -> *mut Pool {
+    (arena + index * RECORD) as *mut Pool
+}
+
+/// First byte of the memory whose record is `pool`.
+#[inline(always)]
+pub fn pool_memory(pool: *const Pool) -> usize {
+    let arena = pool as usize & !(ARENA_SIZE - 1);
+    arena + (pool as usize - arena) / RECORD * POOL_SIZE
 }
 
 /// A pool header with no free blocks that no heap owns, placed in every
@@ -134,7 +155,7 @@ impl Pool {
 
     /// Blocks this pool can hold.
     pub fn capacity(&self) -> usize {
-        (POOL_SIZE - POOL_OVERHEAD) / self.block_size as usize
+        POOL_SIZE / self.block_size as usize
     }
 
     pub fn has_uncarved_blocks(&self) -> bool {
@@ -155,7 +176,7 @@ pub unsafe fn prepare(pool: *mut Pool, class: usize, owner: *mut Heap) {
     let reusable = p.block_size as usize == block_size(class) && p.next_offset != 0;
     if !reusable {
         p.free = null_mut();
-        p.next_offset = POOL_OVERHEAD as u32;
+        p.next_offset = 0;
         p.block_size = block_size(class) as u32;
         p.class.store(class as u16, Relaxed);
     }
@@ -185,7 +206,7 @@ pub unsafe fn carve(pool: *mut Pool) -> bool {
     // has not reached yet, so a pool's memory is faulted in as it is used.
     let page_end = (start / CARVE_BYTES + 1) * CARVE_BYTES;
     let count = available.min((page_end - start).div_ceil(size)).max(1);
-    let base = pool as usize;
+    let base = pool_memory(pool);
     let mut offset = start;
     for _ in 0..count - 1 {
         // SAFETY: `offset + size <= POOL_SIZE` for each of the `count`
@@ -203,18 +224,37 @@ pub unsafe fn carve(pool: *mut Pool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{NUM_SIZE_CLASSES, POOL_SIZE};
+    use crate::config::{METADATA_POOLS, NUM_SIZE_CLASSES};
     use crate::os;
     use crate::size_class::blocks_per_pool;
 
     #[test]
+    fn records_and_memory_map_to_each_other() {
+        let arena = 64 * ARENA_SIZE; // arithmetic only: never dereferenced
+        for index in [
+            METADATA_POOLS,
+            METADATA_POOLS + 1,
+            crate::config::POOLS_PER_ARENA - 1,
+        ] {
+            let record = pool_record(arena, index);
+            let memory = arena + index * POOL_SIZE;
+            assert_eq!(pool_memory(record), memory);
+            assert_eq!(pool_of(memory), record);
+            assert_eq!(pool_of(memory + POOL_SIZE - 1), record);
+            assert!((record as usize) + RECORD <= arena + METADATA_POOLS * POOL_SIZE);
+        }
+    }
+
+    #[test]
     fn carving_yields_every_block_once_in_bounds_and_aligned() {
-        let memory = os::map_aligned(POOL_SIZE, POOL_SIZE).unwrap();
-        let pool = memory.as_ptr() as *mut Pool;
+        let arena = os::map_aligned(ARENA_SIZE, ARENA_SIZE).unwrap();
+        let base = arena.as_ptr() as usize;
+        let pool = pool_record(base, METADATA_POOLS);
+        let memory = pool_memory(pool);
         for class in [0, NUM_SIZE_CLASSES / 2, NUM_SIZE_CLASSES - 1] {
-            // SAFETY: the pool memory is ours; reset it to a fresh state.
+            // SAFETY: the arena is exclusively ours; reset the record.
             unsafe {
-                ptr::write_bytes(memory.as_ptr(), 0, POOL_OVERHEAD);
+                ptr::write_bytes(pool.cast::<u8>(), 0, RECORD);
                 prepare(pool, class, null_mut());
             }
             let mut seen = std::collections::HashSet::new();
@@ -225,8 +265,8 @@ mod tests {
                     let mut block = (*pool).free;
                     while !block.is_null() {
                         let address = block as usize;
-                        assert!(address >= pool as usize + POOL_OVERHEAD);
-                        assert!(address + block_size(class) <= pool as usize + POOL_SIZE);
+                        assert!(address >= memory);
+                        assert!(address + block_size(class) <= memory + POOL_SIZE);
                         assert_eq!(address % crate::config::ALIGNMENT, 0);
                         assert!(seen.insert(address));
                         block = (*block).next;
@@ -237,7 +277,7 @@ mod tests {
             assert_eq!(seen.len(), blocks_per_pool(class));
         }
         // SAFETY: mapped above.
-        unsafe { os::unmap(memory, POOL_SIZE) };
+        unsafe { os::unmap(arena, ARENA_SIZE) };
     }
 
     #[test]

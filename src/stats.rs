@@ -8,7 +8,7 @@ use core::fmt::Write;
 use crate::address_map;
 use crate::arena::{ArenaCounters, ARENAS};
 use crate::config::{
-    ALIGNMENT, ARENA_SIZE, NUM_SIZE_CLASSES, POOLS_PER_ARENA, POOL_OVERHEAD, POOL_SIZE,
+    ALIGNMENT, ARENA_SIZE, METADATA_POOLS, NUM_SIZE_CLASSES, POOLS_PER_ARENA, POOL_SIZE,
     SMALL_REQUEST_THRESHOLD,
 };
 use crate::heap::{self, HeapTotals};
@@ -65,8 +65,8 @@ pub fn snapshot() -> Snapshot {
         snap.metadata_bytes += arenas.metadata_bytes();
         for view in arenas.views() {
             snap.unused_pools += POOLS_PER_ARENA - view.carved;
-            for index in 0..view.carved {
-                let pool = (view.base + index * POOL_SIZE) as *const Pool;
+            for index in METADATA_POOLS..view.carved {
+                let pool = crate::pool::pool_record(view.base, index) as *const Pool;
                 // SAFETY: carved pools lie inside a mapped arena (we hold
                 // the arena lock, so it cannot be unmapped); the fields read
                 // are atomics, since owners update them concurrently.
@@ -87,8 +87,8 @@ pub fn snapshot() -> Snapshot {
             }
         }
     }
-    let pools_in_use: usize = snap.classes.iter().map(|c| c.pools).sum();
-    snap.bytes_lost_to_pool_headers = pools_in_use * POOL_OVERHEAD;
+    // The pool records of each arena fill its metadata pools.
+    snap.bytes_lost_to_pool_headers = snap.arenas.current as usize * METADATA_POOLS * POOL_SIZE;
     for c in &snap.classes {
         snap.bytes_in_allocated_blocks += c.blocks_in_use * c.block_size;
         snap.bytes_in_available_blocks += c.blocks_available * c.block_size;

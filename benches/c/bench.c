@@ -1,7 +1,7 @@
 /* bench: the same allocation workloads on several allocators, side by side
  * in one process run.
  *
- *   bench LIBPYMALLOC LIBPYTHON [--runs N] [--scale F] [--only NAME]
+ *   bench LIBPYMALLOC LIBPYTHON [--runs N] [--scale F] [--only WORKLOAD] [--allocator NAME]
  *
  * Allocators (each loaded with dlopen(RTLD_LOCAL) so that their malloc-
  * named symbols do not clash): pymalloc-rs through PyObject_Malloc/Free and
@@ -295,7 +295,7 @@ int main(int argc, char **argv)
     enum { MAXA = 8, MAXRUNS = 64 };
     allocator allocators[MAXA];
     int n = 0, runs = 5;
-    const char *only = NULL, *system_name = NULL;
+    const char *only = NULL, *system_name = NULL, *only_allocator = NULL;
     static double results[MAXA][NWORK][MAXRUNS];
 
     if (argc < 3) {
@@ -309,6 +309,8 @@ int main(int argc, char **argv)
             scale = atof(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
+        else if (!strcmp(argv[i], "--allocator") && i + 1 < argc)
+            only_allocator = argv[++i];
         else if (!strcmp(argv[i], "--system-only") && i + 1 < argc)
             system_name = argv[++i];
     }
@@ -355,6 +357,8 @@ int main(int argc, char **argv)
     static double preloaded[NWORK];
     int preloaded_jemalloc = 0;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (only_allocator && !strstr(all[i]->name, only_allocator))
+            continue;
         if (all[i]->available)
             allocators[n++] = *all[i];
         else if (all[i] == &jemalloc && preloaded_column(argv[0], argv, argc, "jemalloc 5.3 (LD_PRELOAD)",

@@ -211,7 +211,11 @@ typedef struct {
   size_t small_request_threshold;
   size_t pool_size;
   size_t arena_size;
-  size_t pool_overhead;
+  /*
+   Pools at the start of each arena holding the records (headers) of
+   its pools; the others hold blocks, from their first byte.
+   */
+  size_t metadata_pools_per_arena;
   PyCoreClassStats classes[PYCORE_STATS_MAX_CLASSES];
   /*
    Arenas (CPython's `# arenas ...` lines).

@@ -42,7 +42,9 @@ pub struct PyCoreStats {
     pub small_request_threshold: usize,
     pub pool_size: usize,
     pub arena_size: usize,
-    pub pool_overhead: usize,
+    /// Pools at the start of each arena holding the records (headers) of
+    /// its pools; the others hold blocks, from their first byte.
+    pub metadata_pools_per_arena: usize,
     pub classes: [PyCoreClassStats; PYCORE_STATS_MAX_CLASSES],
     /// Arenas (CPython's `# arenas ...` lines).
     pub arenas_allocated_total: u64,
@@ -180,7 +182,7 @@ fn fill(out: &mut PyCoreStats, snap: &stats::Snapshot) {
     out.small_request_threshold = SMALL_REQUEST_THRESHOLD;
     out.pool_size = POOL_SIZE;
     out.arena_size = ARENA_SIZE;
-    out.pool_overhead = POOL_OVERHEAD;
+    out.metadata_pools_per_arena = METADATA_POOLS;
     let empty = PyCoreClassStats {
         block_size: 0,
         pools: 0,
