@@ -21,9 +21,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process;
 
-/// Size of the pool header in bytes before rounding to the alignment
-/// (src/pool.rs asserts that `size_of::<Pool>()` equals it).
-const POOL_HEADER_BYTES: u64 = 48;
+/// Size of a pool's record in its arena's metadata pools (src/pool.rs
+/// asserts that `size_of::<Pool>()` equals it).
+const POOL_RECORD_BYTES: u64 = 48;
 
 fn fail(message: &str) -> ! {
     eprintln!("\nerror: invalid pymalloc build configuration: {message}\n");
@@ -93,8 +93,9 @@ impl Config {
         config
     }
 
-    fn pool_overhead(&self) -> u64 {
-        POOL_HEADER_BYTES.div_ceil(self.alignment) * self.alignment
+    /// Pools at the start of each arena that hold the records of all its pools.
+    fn metadata_pools(&self) -> u64 {
+        (self.arena_size / self.pool_size * POOL_RECORD_BYTES).div_ceil(self.pool_size)
     }
 
     fn validate(&self) {
@@ -142,13 +143,20 @@ impl Config {
                 arena_size / pool_size
             ));
         }
-        let blocks = (pool_size - self.pool_overhead()) / threshold;
+        let blocks = pool_size / threshold;
         if blocks < 2 {
             fail(&format!(
                 "a {pool_size}-byte pool holds {blocks} block(s) of the largest class \
-                 ({threshold} bytes) after its {}-byte header; it must hold at least 2: \
-                 raise PYMALLOC_POOL_SIZE or lower PYMALLOC_SMALL_REQUEST_THRESHOLD",
-                self.pool_overhead()
+                 ({threshold} bytes); it must hold at least 2: \
+                 raise PYMALLOC_POOL_SIZE or lower PYMALLOC_SMALL_REQUEST_THRESHOLD"
+            ));
+        }
+        if arena_size / pool_size <= self.metadata_pools() {
+            fail(&format!(
+                "PYMALLOC_ARENA_SIZE={arena_size} holds {} pool(s) of {pool_size} bytes, and {} of \
+                 them hold the arena's pool records: an arena needs at least one pool for blocks",
+                arena_size / pool_size,
+                self.metadata_pools()
             ));
         }
     }
@@ -166,7 +174,7 @@ impl Config {
             ("SMALL_REQUEST_THRESHOLD", self.threshold),
             ("POOL_SIZE", self.pool_size),
             ("ARENA_SIZE", self.arena_size),
-            ("POOL_OVERHEAD", self.pool_overhead()),
+            ("METADATA_POOLS", self.metadata_pools()),
         ] {
             writeln!(out, "pub const {name}: usize = {value};").unwrap();
         }

@@ -308,17 +308,6 @@ pub fn install_hooks() -> Result<usize, InstallError> {
     Ok(installed)
 }
 
-/// Whether our table serves `domain` of the running CPython.
-pub fn hooks_installed(domain: Domain) -> bool {
-    let Some(runtime) = runtime() else {
-        return false;
-    };
-    let mut current = PyMemAllocatorEx::EMPTY;
-    // SAFETY: valid out-parameter.
-    unsafe { (runtime.get)(domain as c_int, &mut current) };
-    current.is_ours()
-}
-
 // ---------------------------------------------------------------------------
 // Forwarding of CPython-named exports to libpython.
 

@@ -174,20 +174,6 @@ pub fn render() -> String {
     out
 }
 
-/// Zero every counter (tests).
-pub fn reset() {
-    for families in &SIZES {
-        for buckets in families {
-            buckets.iter().for_each(|c| c.store(0, Relaxed));
-        }
-    }
-    for rows in &TRANSITIONS {
-        for row in rows {
-            row.iter().for_each(|c| c.store(0, Relaxed));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
