@@ -174,7 +174,7 @@ demo: demo-c demo-python
 
 demo-c: $(SHARED)
 	@mkdir -p $(OUT)
-	$(CC) -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -Iinclude -o $(OUT)/demo demo/demo.c \
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -Iinclude -o $(OUT)/demo demo/objects_demo.c \
 	    -L$(LIBDIR) -lpymalloc -lpthread -Wl,-rpath,$(CURDIR)/$(LIBDIR)
 	$(OUT)/demo
 
