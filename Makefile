@@ -33,7 +33,7 @@ RUNNER   := target/pymalloc-python
 
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
-        clean fmt lint runner tune bench peers stress
+        clean fmt lint runner tune bench peers stress test-tune
 
 all: headers runner
 
@@ -49,7 +49,7 @@ $(SHARED) $(STATIC): $(RUST_SRC)
 	$(CARGO) build --release
 	@touch $(SHARED) $(STATIC)
 
-check: test-rust lint test-headers test-exports test-c test-c-asan test-install test-cpython
+check: test-rust lint test-headers test-exports test-c test-c-asan test-install test-tune test-cpython
 	@echo "make check: all tests passed"
 
 test-rust:
@@ -167,6 +167,11 @@ bench: peers $(SHARED) $(OUT)/bench
 PROFILE ?= docs/profiles/*.csv
 tune:
 	$(PYTHON) scripts/tune.py $(PROFILE)
+
+# The tuner's memory figures on a committed profile (no builds: quick).
+test-tune:
+	$(PYTHON) scripts/tune.py --no-time docs/profiles/demo-workload.csv > target/tune-check.md
+	grep -E '^\| 16 \| 512 \| 16 KiB \| [0-9.]+% \| [0-9.]+ \|' target/tune-check.md
 
 # --- demo ------------------------------------------------------------------
 

@@ -62,6 +62,12 @@ static void commit(const char *fault)
     } else if (strcmp(fault, "check") == 0) {
         p[16] = 'y';
         PyCore_CheckBlock(p);
+    } else if (strcmp(fault, "leaks") == 0) {
+        /* Leave three blocks behind for the leak report at exit. */
+        PyObject_Malloc(40);
+        PyObject_Malloc(40);
+        PyMem_RawMalloc(1000);
+        PyMem_Free(p);
     } else if (strncmp(fault, "mismatch-", 9) == 0) {
         /* "mismatch-XY": allocate with family X, free with family Y */
         const struct family *by = family(fault[9]), *with = family(fault[10]);
@@ -75,6 +81,22 @@ struct outcome {
     int signaled, signal, exit_code;
     char err[16384], out[256];
 };
+
+static void run_child(const char *self, const char *fault, const char *action, struct outcome *o);
+
+/* PYMALLOC_LEAKS=1 lists the live debug blocks at exit by family and class. */
+static void expect_leak_report(const char *self)
+{
+    struct outcome o;
+    setenv("PYMALLOC_LEAKS", "1", 1);
+    run_child(self, "leaks", NULL, &o);
+    unsetenv("PYMALLOC_LEAKS");
+    EXPECT(!o.signaled && o.exit_code == 0, "leaks: the child must exit normally:\n%s", o.err);
+    EXPECT(strstr(o.err, "pymalloc leak report: 3 live debug blocks at exit") != NULL, "leak count:\n%s", o.err);
+    EXPECT(strstr(o.err, "'o'          48           2              80") != NULL, "object blocks:\n%s", o.err);
+    EXPECT(strstr(o.err, "'r'       large           1            1000") != NULL, "raw block:\n%s", o.err);
+    printf("ok: %-14s -> leak report by family and size class\n", "leaks");
+}
 
 static void run_child(const char *self, const char *fault, const char *action, struct outcome *o)
 {
@@ -155,6 +177,7 @@ int main(int argc, char **argv)
                  "bad ID: Allocated using API '\\xdd', verified using API 'm'", "already freed");
     expect_fault(argv[0], "foreign", "PyMem_Free", "bad ID", "not a block of the debug allocator");
     expect_fault(argv[0], "check", "PyCore_CheckBlock", "bad trailing pad byte", "at tail+0: 0x79 *** OUCH");
+    expect_leak_report(argv[0]);
     for (const char *by = ids; *by; by++) {
         for (const char *with = ids; *with; with++) {
             char fault[32], message[96];

@@ -7,8 +7,9 @@ For each candidate configuration (spacing = ALIGNMENT 8/16/32, threshold
 would leave too few per arena):
 
 * memory, computed from the profile's request sizes: bytes lost to
-  quantization (class size minus request), to pool headers and to the tail
-  of each pool that no block fits ("pool quantization"), per pooled
+  quantization (class size minus request), to pool headers (the arena's
+  metadata pools that hold the pool records, shared by its pools) and to the
+  tail of each pool that no block fits ("pool quantization"), per pooled
   request, and the share of requests too large for the pools (they go to
   malloc);
 * time: the library is built with that configuration and benches/c/replay.c
@@ -27,7 +28,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEADER_BYTES = 48
+RECORD_BYTES = 48  # one pool record, kept in the arena's metadata pools
 
 
 def read_sizes(paths):
@@ -44,8 +45,12 @@ def read_sizes(paths):
     return sizes
 
 
-def memory_figures(sizes, alignment, threshold, pool):
-    overhead = -(-HEADER_BYTES // alignment) * alignment
+def memory_figures(sizes, alignment, threshold, pool, arena):
+    pools = arena // pool
+    metadata_pools = -(-(pools * RECORD_BYTES) // pool)
+    # The records of an arena's pools fill its first pool(s): that memory,
+    # shared by the arena's block pools, is the per-pool header cost.
+    overhead = metadata_pools * pool / (pools - metadata_pools)
     pooled = quantization = headers = pool_tail = 0
     large = 0
     for size, count in sizes.items():
@@ -53,11 +58,11 @@ def memory_figures(sizes, alignment, threshold, pool):
             large += count
             continue
         block = max(-(-size // alignment), 1) * alignment
-        per_pool = (pool - overhead) // block
+        per_pool = pool // block
         pooled += count
         quantization += (block - size) * count
         headers += overhead / per_pool * count
-        pool_tail += ((pool - overhead) % block) / per_pool * count
+        pool_tail += (pool % block) / per_pool * count
     requests = pooled + large
     return {
         "pooled": pooled / requests,
@@ -110,7 +115,7 @@ def main():
         for alignment, threshold, pool in candidates:
             replays[(alignment, threshold, pool)] = build(alignment, threshold, pool, max(1 << 20, pool * 16))
     for alignment, threshold, pool in candidates:
-        m = memory_figures(sizes, alignment, threshold, pool)
+        m = memory_figures(sizes, alignment, threshold, pool, max(1 << 20, pool * 16))
         lost = m["quantization"] + m["headers"] + m["pool_tail"]
         timing = "-"
         if not opts.no_time:
