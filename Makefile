@@ -33,7 +33,7 @@ RUNNER   := target/pymalloc-python
 
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
-        clean fmt lint runner tune bench peers stress test-tune
+        clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz
 
 all: headers runner
 
@@ -49,7 +49,7 @@ $(SHARED) $(STATIC): $(RUST_SRC)
 	$(CARGO) build --release
 	@touch $(SHARED) $(STATIC)
 
-check: test-rust lint test-headers test-exports test-c test-c-asan test-install test-tune test-cpython
+check: test-rust lint test-headers test-exports test-c test-c-asan test-valgrind test-install test-tune test-cpython
 	@echo "make check: all tests passed"
 
 test-rust:
@@ -133,6 +133,26 @@ test-cpython-suite: $(RUNNER)
 	$(PYTHON) scripts/cpython_tests.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER) --jobs 2
 
 # --- reliability -----------------------------------------------------------
+
+# Memcheck over the C tests that finish quickly under it (the fork and
+# million-block tests take minutes there; the address-space limit of the
+# out-of-memory test starves valgrind itself). The pools are mmap'ed memory to
+# valgrind: it checks the tests' and libc's heaps, not pool contents.
+VALGRIND_TESTS := test_api test_typed_objects test_thread_handoff test_stats_profile test_backends
+test-valgrind: $(addprefix $(OUT)/,$(VALGRIND_TESTS))
+	@for t in $(VALGRIND_TESTS); do echo "== $$t (valgrind memcheck)"; \
+	  valgrind --error-exitcode=99 --leak-check=no -q $(OUT)/$$t > /dev/null || exit 1; done
+
+# The pure core modules (no mmap, no inline assembly) under Miri (nightly).
+MIRI_TESTS := size_class:: domain:: profile:: object::tests::var_size object::tests::layout \
+              stats::tests::values_are_grouped sync::
+miri:
+	$(CARGO) +nightly miri test --lib -- $(MIRI_TESTS)
+
+# Coverage-guided fuzzing of the API (nightly, cargo install cargo-fuzz).
+FUZZ_SECONDS ?= 60
+fuzz:
+	cd fuzz && $(CARGO) +nightly fuzz run operations -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096
 
 # The long variant of the randomised differential test (10^8 operations;
 # PYMALLOC_SEED=n to choose the seed).

@@ -145,6 +145,9 @@ extern "C" fn report_stats_at_exit() {
     }
 }
 
+// Not under Miri, which interprets the unit tests of the pure modules and
+// has no fork handlers or dlsym to offer the constructor.
+#[cfg(not(miri))]
 #[used]
 #[link_section = ".init_array"]
 static ON_LOAD: extern "C" fn() = on_load;

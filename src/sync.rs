@@ -39,7 +39,13 @@ impl<T> Locked<T> {
     pub fn try_lock(&self) -> Option<Guard<'_, T>> {
         // SAFETY: as in `lock`.
         let status = unsafe { libc::pthread_mutex_trylock(self.mutex.get()) };
-        (status == 0).then_some(Guard { owner: self })
+        // Not `then_some`: it would build (and drop, unlocking) a guard
+        // for a mutex this thread failed to take.
+        if status == 0 {
+            Some(Guard { owner: self })
+        } else {
+            None
+        }
     }
 
     /// Acquire without a guard (fork preparation). Must be paired with
@@ -125,10 +131,18 @@ mod tests {
     fn try_lock_fails_while_held() {
         static VALUE: Locked<u8> = Locked::new(0);
         let guard = VALUE.lock();
-        let other = std::thread::spawn(|| VALUE.try_lock().is_none())
-            .join()
-            .unwrap();
-        assert!(other);
+        // Twice: a failed try_lock must not release the holder's lock.
+        let other = std::thread::spawn(|| {
+            let first = VALUE.try_lock().is_none();
+            let second = VALUE.try_lock().is_none();
+            first && second
+        })
+        .join()
+        .unwrap();
+        assert!(
+            other,
+            "a failed try_lock released the lock this thread holds"
+        );
         drop(guard);
         assert!(VALUE.try_lock().is_some());
     }

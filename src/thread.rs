@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::heap::Heap;
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
 mod slot {
     use crate::heap::Heap;
 
@@ -54,7 +54,7 @@ mod slot {
     }
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
 mod slot {
     use crate::heap::Heap;
     use core::cell::Cell;
