@@ -133,15 +133,8 @@ int main(void)
         pthread_create(&threads[i], NULL, producer, (void *)(i + 1));
     for (int i = 0; i < CONSUMERS; i++)
         pthread_create(&threads[PRODUCERS + i], NULL, consumer, NULL);
-    for (int i = 0; i < PRODUCERS + CONSUMERS; i++)
-        pthread_join(threads[i], NULL);
-    PyCoreStats s = stats();
-    CHECK(s.cross_thread_frees > 0, "frees by consumers are cross-thread (%llu counted)",
-          (unsigned long long)s.cross_thread_frees);
-    if (!failures)
-        printf("ok: %d producers -> %d consumers, %d blocks, %llu cross-thread frees collected\n", PRODUCERS,
-               CONSUMERS, PRODUCERS * PER_PRODUCER, (unsigned long long)s.cross_thread_frees);
 
+    /* Meanwhile, threads come and go whose blocks outlive them. */
     for (int round = 0; round < ROUNDS; round++) {
         pthread_t t[4];
         for (int k = 0; k < 4; k++)
@@ -155,6 +148,16 @@ int main(void)
     for (int round = ROUNDS - 3; round < ROUNDS; round++)
         for (int k = 0; k < 4; k++)
             verify_and_free(kept[round][k]);
+
+    for (int i = 0; i < PRODUCERS + CONSUMERS; i++)
+        pthread_join(threads[i], NULL);
+    PyCoreStats s = stats();
+    CHECK(s.cross_thread_frees > 0, "frees by consumers are cross-thread (%llu counted)",
+          (unsigned long long)s.cross_thread_frees);
+    if (!failures)
+        printf("ok: %d producers -> %d consumers, %d blocks, %llu cross-thread frees collected, "
+               "while %d short-lived threads came and went\n", PRODUCERS, CONSUMERS, PRODUCERS * PER_PRODUCER,
+               (unsigned long long)s.cross_thread_frees, 4 * ROUNDS);
     PyCore_Trim();
     s = stats();
     size_t heaps = s.heaps_live + s.heaps_abandoned + s.heaps_free;
@@ -163,8 +166,11 @@ int main(void)
           PRODUCERS + CONSUMERS + 4 * ROUNDS);
     CHECK(s.pools_given_back > 0, "pools of dead threads' heaps went back to the arenas");
     CHECK(s.abandoned_pools == 0, "after a trim no abandoned heap holds pools (%zu)", s.abandoned_pools);
+    CHECK(s.arenas_current <= 1, "arenas went back to the OS: %llu mapped (one is kept in reserve)",
+          (unsigned long long)s.arenas_current);
     if (!failures)
-        printf("ok: %d short-lived threads, their blocks freed later; %zu heaps in all, %llu pools given back\n",
-               4 * ROUNDS, heaps, (unsigned long long)s.pools_given_back);
+        printf("ok: every block came back; %zu heaps in all, %llu pools given back, %llu of %llu arenas unmapped\n",
+               heaps, (unsigned long long)s.pools_given_back, (unsigned long long)s.arenas_reclaimed,
+               (unsigned long long)s.arenas_allocated_total);
     return failures ? 1 : 0;
 }
