@@ -33,7 +33,8 @@ RUNNER   := target/pymalloc-python
 
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
-        clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz
+        clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz \
+        bench-instructions
 
 all: headers runner
 
@@ -179,6 +180,14 @@ $(OUT)/bench: benches/c/bench.c
 # The C benchmark: every allocator side by side in one run (see BENCHMARKS.md).
 bench: peers $(SHARED) $(OUT)/bench
 	$(OUT)/bench $(CURDIR)/$(SHARED) $(LIBPYTHON) --runs $(BENCH_RUNS) | tee target/bench.md
+
+$(OUT)/pairs: benches/c/pairs.c
+	@mkdir -p $(OUT)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $< -ldl
+
+# Instructions per malloc+free pair on the hot path (valgrind callgrind).
+bench-instructions: $(SHARED) $(OUT)/pairs
+	sh scripts/instructions.sh $(OUT)/pairs $(CURDIR)/$(SHARED) $(LIBPYTHON)
 
 # --- tuning ----------------------------------------------------------------
 
