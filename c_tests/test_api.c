@@ -2,7 +2,7 @@
  * user writes them: zero sizes, alignment, free(NULL), sizes above
  * PY_SSIZE_T_MAX, calloc zeroing and overflow, the typed PyMem_New/Resize
  * macros, realloc across the small/large boundary in both directions. */
-#include <pymalloc.h>
+#include "families.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,21 +12,6 @@ static int failures;
 #define CHECK(cond, ...) do { if (!(cond)) { failures++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
     fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
 
-typedef struct {
-    const char *name;
-    void *(*malloc)(size_t);
-    void *(*calloc)(size_t, size_t);
-    void *(*realloc)(void *, size_t);
-    void (*free)(void *);
-} family;
-
-static const family families[] = {
-    { "PyMem_Raw", PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree },
-    { "PyMem", PyMem_Malloc, PyMem_Calloc, PyMem_Realloc, PyMem_Free },
-    { "PyObject", PyObject_Malloc, PyObject_Calloc, PyObject_Realloc, PyObject_Free },
-    { "PyCore", PyCore_Malloc, PyCore_Calloc, PyCore_Realloc, PyCore_Free },
-};
-#define NFAM (sizeof families / sizeof families[0])
 
 static unsigned char pattern(size_t i, unsigned seed) { return (unsigned char)(i * 7 + seed * 13 + 1); }
 
@@ -188,7 +173,7 @@ static void backend_names(void)
 
 int main(void)
 {
-    for (size_t i = 0; i < NFAM; i++) {
+    for (size_t i = 0; i < NFAMILIES; i++) {
         zero_sizes(&families[i]);
         alignment_and_content(&families[i]);
         oversized(&families[i]);

@@ -1,26 +1,12 @@
 /* Out of memory: under setrlimit(RLIMIT_AS) every family returns NULL (no
  * abort, no crash), blocks allocated before stay intact, and allocation
  * works again once memory is available. */
-#include <pymalloc.h>
+#include "families.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
-typedef struct {
-    const char *name;
-    void *(*malloc)(size_t);
-    void *(*calloc)(size_t, size_t);
-    void *(*realloc)(void *, size_t);
-    void (*free)(void *);
-} family;
-
-static const family families[] = {
-    { "PyMem_Raw", PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree },
-    { "PyMem", PyMem_Malloc, PyMem_Calloc, PyMem_Realloc, PyMem_Free },
-    { "PyObject", PyObject_Malloc, PyObject_Calloc, PyObject_Realloc, PyObject_Free },
-    { "PyCore", PyCore_Malloc, PyCore_Calloc, PyCore_Realloc, PyCore_Free },
-};
 
 #define MAX_BLOCKS (1 << 22)
 static unsigned char *blocks[MAX_BLOCKS];
@@ -43,7 +29,7 @@ static int run(void)
     int failures = 0;
     struct rlimit original, limited;
     getrlimit(RLIMIT_AS, &original);
-    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+    for (size_t f = 0; f < NFAMILIES; f++) {
         const family *fam = &families[f];
         size_t count = 0, sizes[] = { 24, 500, 4000, 100000 };
         for (size_t s = 0; s < 4; s++) {
