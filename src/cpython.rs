@@ -362,10 +362,17 @@ forwards!(
 );
 
 /// Call libpython's definition of an exported function if there is one.
-/// `$f` is a field of `FORWARDS`, `$ty` its C signature.
+/// `$f` is a field of `FORWARDS`, `$ty` its C signature. The first form
+/// takes the heap's state byte (`domain::state`), already loaded by the
+/// caller, so the plain path tests a single value.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! forward_to_cpython {
+    ($state:expr => $f:ident as $ty:ty, $($arg:expr),*) => {
+        if $state & $crate::domain::FORWARD != 0 {
+            $crate::forward_to_cpython!($f as $ty, $($arg),*);
+        }
+    };
     ($f:ident as $ty:ty, $($arg:expr),*) => {
         let target = $crate::cpython::FORWARDS.$f.load(core::sync::atomic::Ordering::Relaxed);
         if !target.is_null() {
@@ -428,6 +435,9 @@ fn interpreter_initialized() -> bool {
 /// `PYTHONDEVMODE` or `-X dev` ask for another allocator.
 pub fn on_load() {
     resolve_forwards();
+    if !FORWARDS.PyObject_Malloc.load(Ordering::Relaxed).is_null() {
+        domain::enable_forwarding();
+    }
     if !preloaded() || std::env::var_os("PYMALLOC_CPYTHON").is_some_and(|v| v == "0") {
         return;
     }

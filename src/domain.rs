@@ -71,6 +71,14 @@ const POOLED: u8 = 1;
 const DEBUG: u8 = 2;
 /// The profiler counts this heap's requests (see [`crate::profile`]).
 const PROFILE: u8 = 4;
+/// A libpython in the process serves this heap's CPython-named functions:
+/// the exports forward to it (see [`crate::cpython`]). Kept in the same
+/// byte so that the exports' fast path tests one value for everything.
+pub const FORWARD: u8 = 8;
+/// The state of a heap on the plain pooled path: allocation tests for it.
+pub const PLAIN_POOLED: u8 = POOLED;
+/// The bits that take a free off the plain path.
+pub const FREE_SLOW: u8 = DEBUG | FORWARD;
 
 impl Setting {
     const fn encode(self) -> u8 {
@@ -120,8 +128,10 @@ static STATE: [AtomicU8; 4] = [
     AtomicU8::new(POOLED),
 ];
 
+/// Everything about how `domain` is served, in one byte: zero bits other
+/// than `POOLED` mean the plain pooled fast path.
 #[inline(always)]
-fn state(domain: Domain) -> u8 {
+pub fn state(domain: Domain) -> u8 {
     STATE[domain as usize].load(Ordering::Relaxed)
 }
 
@@ -138,9 +148,16 @@ pub fn set(domain: Domain, setting: Setting) {
         Domain::Core => Backend::Pymalloc,
         _ => setting.backend,
     };
-    let profiling = state(domain) & PROFILE;
-    let encoded = Setting { backend, ..setting }.encode() | profiling;
+    let kept = state(domain) & (PROFILE | FORWARD);
+    let encoded = Setting { backend, ..setting }.encode() | kept;
     STATE[domain as usize].store(encoded, Ordering::Relaxed);
+}
+
+/// The CPython-named exports of the three CPython heaps forward to libpython.
+pub fn enable_forwarding() {
+    for domain in Domain::ALL {
+        STATE[domain as usize].fetch_or(FORWARD, Ordering::Relaxed);
+    }
 }
 
 /// Route every heap's requests through the profiler from now on.
@@ -167,7 +184,12 @@ pub fn enable_debug_hooks() {
 
 #[inline(always)]
 pub fn malloc(domain: Domain, size: usize) -> *mut u8 {
-    let state = state(domain);
+    malloc_in(domain, state(domain), size)
+}
+
+/// `malloc` with the domain's state already loaded.
+#[inline(always)]
+pub fn malloc_in(domain: Domain, state: u8, size: usize) -> *mut u8 {
     if state == POOLED {
         allocator::malloc(size)
     } else {
@@ -235,7 +257,17 @@ pub unsafe fn realloc(domain: Domain, block: *mut u8, size: usize, function: &st
 /// `block` is null or a live block of `domain`.
 #[inline(always)]
 pub unsafe fn free(domain: Domain, block: *mut u8, function: &str) {
-    if state(domain) & DEBUG == 0 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { free_in(domain, state(domain), block, function) }
+}
+
+/// `free` with the domain's state already loaded.
+///
+/// # Safety
+/// As for `free`.
+#[inline(always)]
+pub unsafe fn free_in(domain: Domain, state: u8, block: *mut u8, function: &str) {
+    if state & DEBUG == 0 {
         // SAFETY: guaranteed by the caller.
         unsafe { allocator::free(block) }
     } else {

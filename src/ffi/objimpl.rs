@@ -16,24 +16,24 @@ use crate::object::{self, PyObject, PyTypeObject, PyVarObject, Py_ssize_t};
 /// Release with `PyObject_Free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
-    crate::forward_to_cpython!(
-        PyObject_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
-        size
-    );
+    let state = domain::state(Domain::Obj);
+    if state != domain::PLAIN_POOLED {
+        crate::forward_to_cpython!(state => PyObject_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
+            size);
+    }
     if !size_ok(size) {
         return null_mut();
     }
-    domain::malloc(Domain::Obj, size).cast()
+    domain::malloc_in(Domain::Obj, state, size).cast()
 }
 
 /// Object heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    crate::forward_to_cpython!(
-        PyObject_Calloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
+    let state = domain::state(Domain::Obj);
+    crate::forward_to_cpython!(state => PyObject_Calloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
         nelem,
-        elsize
-    );
+        elsize);
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
@@ -47,11 +47,10 @@ pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// `ptr` is NULL or a live object-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
-    crate::forward_to_cpython!(
-        PyObject_Realloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+    let state = domain::state(Domain::Obj);
+    crate::forward_to_cpython!(state => PyObject_Realloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
         ptr,
-        new_size
-    );
+        new_size);
     if !size_ok(new_size) {
         return null_mut();
     }
@@ -65,9 +64,12 @@ pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> 
 /// `ptr` is NULL or a live object-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
-    crate::forward_to_cpython!(PyObject_Free as unsafe extern "C" fn(*mut c_void), ptr);
+    let state = domain::state(Domain::Obj);
+    if state & domain::FREE_SLOW != 0 {
+        crate::forward_to_cpython!(state => PyObject_Free as unsafe extern "C" fn(*mut c_void), ptr);
+    }
     // SAFETY: guaranteed by the caller.
-    unsafe { domain::free(Domain::Obj, ptr.cast(), "PyObject_Free") }
+    unsafe { domain::free_in(Domain::Obj, state, ptr.cast(), "PyObject_Free") }
 }
 
 /// Initialise freshly allocated storage as an object of type `tp`:

@@ -12,24 +12,24 @@ use crate::domain::{self, Domain};
 /// failure or when `size > PY_SSIZE_T_MAX`. Release with `PyMem_RawFree`.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_RawMalloc(size: usize) -> *mut c_void {
-    crate::forward_to_cpython!(
-        PyMem_RawMalloc as unsafe extern "C" fn(usize) -> *mut c_void,
-        size
-    );
+    let state = domain::state(Domain::Raw);
+    if state != domain::PLAIN_POOLED {
+        crate::forward_to_cpython!(state => PyMem_RawMalloc as unsafe extern "C" fn(usize) -> *mut c_void,
+            size);
+    }
     if !size_ok(size) {
         return null_mut();
     }
-    domain::malloc(Domain::Raw, size).cast()
+    domain::malloc_in(Domain::Raw, state, size).cast()
 }
 
 /// Raw heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_RawCalloc(nelem: usize, elsize: usize) -> *mut c_void {
-    crate::forward_to_cpython!(
-        PyMem_RawCalloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
+    let state = domain::state(Domain::Raw);
+    crate::forward_to_cpython!(state => PyMem_RawCalloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
         nelem,
-        elsize
-    );
+        elsize);
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
@@ -43,11 +43,10 @@ pub extern "C" fn PyMem_RawCalloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// `ptr` is NULL or a live raw-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_RawRealloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
-    crate::forward_to_cpython!(
-        PyMem_RawRealloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+    let state = domain::state(Domain::Raw);
+    crate::forward_to_cpython!(state => PyMem_RawRealloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
         ptr,
-        new_size
-    );
+        new_size);
     if !size_ok(new_size) {
         return null_mut();
     }
@@ -61,9 +60,12 @@ pub unsafe extern "C" fn PyMem_RawRealloc(ptr: *mut c_void, new_size: usize) -> 
 /// `ptr` is NULL or a live raw-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_RawFree(ptr: *mut c_void) {
-    crate::forward_to_cpython!(PyMem_RawFree as unsafe extern "C" fn(*mut c_void), ptr);
+    let state = domain::state(Domain::Raw);
+    if state & domain::FREE_SLOW != 0 {
+        crate::forward_to_cpython!(state => PyMem_RawFree as unsafe extern "C" fn(*mut c_void), ptr);
+    }
     // SAFETY: guaranteed by the caller.
-    unsafe { domain::free(Domain::Raw, ptr.cast(), "PyMem_RawFree") }
+    unsafe { domain::free_in(Domain::Raw, state, ptr.cast(), "PyMem_RawFree") }
 }
 
 /// Memory heap: allocate `size` bytes (pooled by default). Zero bytes give
@@ -71,24 +73,24 @@ pub unsafe extern "C" fn PyMem_RawFree(ptr: *mut c_void) {
 /// Release with `PyMem_Free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_Malloc(size: usize) -> *mut c_void {
-    crate::forward_to_cpython!(
-        PyMem_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
-        size
-    );
+    let state = domain::state(Domain::Mem);
+    if state != domain::PLAIN_POOLED {
+        crate::forward_to_cpython!(state => PyMem_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
+            size);
+    }
     if !size_ok(size) {
         return null_mut();
     }
-    domain::malloc(Domain::Mem, size).cast()
+    domain::malloc_in(Domain::Mem, state, size).cast()
 }
 
 /// Memory heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    crate::forward_to_cpython!(
-        PyMem_Calloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
+    let state = domain::state(Domain::Mem);
+    crate::forward_to_cpython!(state => PyMem_Calloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
         nelem,
-        elsize
-    );
+        elsize);
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
@@ -101,11 +103,10 @@ pub extern "C" fn PyMem_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// `ptr` is NULL or a live memory-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
-    crate::forward_to_cpython!(
-        PyMem_Realloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+    let state = domain::state(Domain::Mem);
+    crate::forward_to_cpython!(state => PyMem_Realloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
         ptr,
-        new_size
-    );
+        new_size);
     if !size_ok(new_size) {
         return null_mut();
     }
@@ -119,9 +120,12 @@ pub unsafe extern "C" fn PyMem_Realloc(ptr: *mut c_void, new_size: usize) -> *mu
 /// `ptr` is NULL or a live memory-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_Free(ptr: *mut c_void) {
-    crate::forward_to_cpython!(PyMem_Free as unsafe extern "C" fn(*mut c_void), ptr);
+    let state = domain::state(Domain::Mem);
+    if state & domain::FREE_SLOW != 0 {
+        crate::forward_to_cpython!(state => PyMem_Free as unsafe extern "C" fn(*mut c_void), ptr);
+    }
     // SAFETY: guaranteed by the caller.
-    unsafe { domain::free(Domain::Mem, ptr.cast(), "PyMem_Free") }
+    unsafe { domain::free_in(Domain::Mem, state, ptr.cast(), "PyMem_Free") }
 }
 
 /// Put the debug hooks over the allocator of every heap (and `PyCore_*`):
