@@ -52,8 +52,11 @@
 //!
 //! Configuration ([`config`], from `build.rs`), the pieces above, the
 //! system allocator ([`system`]), the heaps' backend choice ([`domain`]),
-//! typed objects ([`object`]), statistics ([`stats`]) and the C ABI
-//! ([`ffi`]), which only validates arguments and calls the core.
+//! typed objects ([`object`]), the debug hooks ([`debug`]), statistics
+//! ([`stats`]), the allocation profiler ([`profile`]), the CPython hook
+//! tables and their installation ([`cpython`]), messages to the user
+//! ([`report`]) and the C ABI ([`ffi`]), which only validates arguments
+//! and calls the core.
 
 pub mod address_map;
 pub mod allocator;
