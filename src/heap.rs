@@ -42,6 +42,11 @@ pub enum HeapState {
     Abandoned = 2,
     /// Owns no pool; ready for the next thread.
     Free = 3,
+    /// In a child of `fork()`: the heap of a thread that does not exist in
+    /// the child. That thread may have been in the middle of updating it,
+    /// so nobody adopts, reclaims or trims it; blocks freed into it stay
+    /// on its remote-free stack (a leak confined to the child).
+    Orphaned = 4,
 }
 
 /// Counters kept per heap, written only by the owning thread (plain
@@ -760,8 +765,10 @@ extern "C" fn after_fork_parent() {
 }
 
 extern "C" fn after_fork_child() {
-    // Only the forking thread exists in the child: every other live heap
-    // belongs to a thread that is gone, so it is abandoned.
+    // Only the forking thread exists in the child. Every other live heap
+    // belongs to a thread that is gone and may have been caught half-way
+    // through an update (a pool popped but not yet unlinked, say): such a
+    // heap must never be used again, so it is orphaned, not abandoned.
     let current = thread::current_heap();
     // SAFETY: the registry lock is held by this thread (taken before fork).
     unsafe {
@@ -770,7 +777,9 @@ extern "C" fn after_fork_child() {
         while !heap.is_null() {
             let next = (*heap).all_next;
             if heap != current && (*heap).state.load(Ordering::Relaxed) == HeapState::Live as u8 {
-                registry.park(heap);
+                (*heap)
+                    .state
+                    .store(HeapState::Orphaned as u8, Ordering::Relaxed);
             }
             heap = next;
         }
@@ -812,7 +821,8 @@ pub fn totals() -> HeapTotals {
             let pools = h.pools_owned.load(Ordering::Relaxed);
             match h.state.load(Ordering::Relaxed) {
                 1 => totals.live += 1,
-                2 => {
+                // Orphaned heaps (fork children) hold their pools for good.
+                2 | 4 => {
                     totals.abandoned += 1;
                     totals.abandoned_pools += pools;
                 }
