@@ -34,7 +34,7 @@ RUNNER   := target/pymalloc-python
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
         clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz \
-        bench-instructions
+        bench-instructions bench-rust
 
 all: headers runner
 
@@ -180,6 +180,11 @@ $(OUT)/bench: benches/c/bench.c
 # The C benchmark: every allocator side by side in one run (see BENCHMARKS.md).
 bench: peers $(SHARED) $(OUT)/bench
 	$(OUT)/bench $(CURDIR)/$(SHARED) $(LIBPYTHON) --runs $(BENCH_RUNS) | tee target/bench.md
+
+# The Rust-level fast paths (criterion): PyMalloc and PyCore_* against the
+# mimalloc crate and the system allocator; HTML report in target/criterion.
+bench-rust:
+	$(CARGO) bench --bench fast_paths
 
 $(OUT)/pairs: benches/c/pairs.c
 	@mkdir -p $(OUT)

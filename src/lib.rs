@@ -56,7 +56,8 @@
 //! ([`stats`]), the allocation profiler ([`profile`]), the CPython hook
 //! tables and their installation ([`cpython`]), messages to the user
 //! ([`report`]) and the C ABI ([`ffi`]), which only validates arguments
-//! and calls the core.
+//! and calls the core. Rust programs can make the pools their global
+//! allocator with [`PyMalloc`] ([`global_alloc`]).
 
 pub mod address_map;
 pub mod allocator;
@@ -66,6 +67,7 @@ pub mod cpython;
 pub mod debug;
 pub mod domain;
 pub mod ffi;
+pub mod global_alloc;
 pub mod heap;
 pub mod object;
 pub mod os;
@@ -77,6 +79,8 @@ pub mod stats;
 pub mod sync;
 pub mod system;
 pub mod thread;
+
+pub use global_alloc::PyMalloc;
 
 /// Runs when the library is loaded (ELF constructor): reads the
 /// environment, registers the fork handlers before any thread can
