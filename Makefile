@@ -107,10 +107,14 @@ test-install: $(SHARED)
 # --- CPython ---------------------------------------------------------------
 
 # python3 with the allocator installed before start-up (embedding).
+# libpython comes first in the link: CPython's calls to its own
+# PyObject_Malloc & co. then bind to libpython's (which call our hook table)
+# rather than to the same-named exports of libpymalloc, which would forward
+# them back to libpython: one call and one jump less per allocation.
 runner: $(RUNNER)
 $(RUNNER): embed/pymalloc_python.c $(SHARED)
 	$(CC) -O2 -g -Wall -Wextra -Werror $$($(PY_CONFIG) --includes) -Iinclude -o $@ $< \
-	    -L$(LIBDIR) -lpymalloc $$($(PY_CONFIG) --embed --ldflags) -Wl,-rpath,$(CURDIR)/$(LIBDIR)
+	    $$($(PY_CONFIG) --embed --ldflags) -L$(LIBDIR) -lpymalloc -Wl,-rpath,$(CURDIR)/$(LIBDIR)
 
 $(OUT)/cpython_%: c_tests/cpython_%.c $(SHARED) include/pymalloc.h
 	@mkdir -p $(OUT)

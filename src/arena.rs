@@ -7,13 +7,24 @@
 //! fewest free pools, so that lightly used arenas drain and can be
 //! returned to the OS. Arenas sit in buckets by free-pool count with a
 //! bitmap of non-empty buckets; finding the fullest usable arena is one
-//! trailing-zeros count. Wholly free arenas are unmapped, except for
-//! `FREE_ARENA_RESERVE` of them kept against mmap/munmap churn.
+//! trailing-zeros count.
+//!
+//! Wholly free arenas decay rather than go back at once: one is kept
+//! (`FREE_ARENA_RESERVE`), and the others stay mapped until they have been
+//! free for the decay time (`PYMALLOC_ARENA_DECAY_MS`, default
+//! `DEFAULT_DECAY_MS`). A program that frees a large structure and builds
+//! the next one soon after (a loop over requests, a rebuilt table) reuses
+//! pages that are already faulted in instead of paying munmap, mmap and a
+//! page fault per page again; a program whose peak has passed gets the
+//! memory back to the OS at the next arena operation after the delay, or at
+//! once with `PyCore_Trim()`. Decay 0 returns every arena beyond the reserve
+//! at once, as CPython does.
 //!
 //! Arena records live outside the arenas (so that whole arenas can be
 //! unmapped) in metadata chunks mapped from the OS and recycled.
 
 use core::ptr::{self, null_mut, NonNull};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::address_map;
 use crate::config::{ARENA_SIZE, BLOCK_POOLS_PER_ARENA, FREE_ARENA_RESERVE, METADATA_POOLS};
@@ -34,6 +45,37 @@ pub struct Arena {
     /// Links in the bucket for `free_count`, or in the record free list.
     prev: *mut Arena,
     next: *mut Arena,
+    /// When the arena last became wholly free (`os::now_ms`).
+    free_since_ms: u64,
+}
+
+/// How long a wholly free arena beyond the reserve stays mapped, unless
+/// `PYMALLOC_ARENA_DECAY_MS` says otherwise. Long enough for the reuse
+/// cycles of a program (a rebuilt table, a batch of requests), short
+/// enough that a freed peak is returned within a blink.
+pub const DEFAULT_DECAY_MS: u64 = 50;
+
+static DECAY_MS: AtomicU64 = AtomicU64::new(DEFAULT_DECAY_MS);
+
+/// The decay time in milliseconds (see the module documentation).
+pub fn decay_ms() -> u64 {
+    DECAY_MS.load(Ordering::Relaxed)
+}
+
+/// Set the decay time; 0 returns free arenas beyond the reserve at once.
+pub fn set_decay_ms(ms: u64) {
+    DECAY_MS.store(ms, Ordering::Relaxed);
+}
+
+/// `PYMALLOC_ARENA_DECAY_MS`: unset keeps the default, otherwise a whole
+/// number of milliseconds.
+pub fn decay_from_env(value: Option<&str>) -> Result<u64, String> {
+    match value {
+        None => Ok(DEFAULT_DECAY_MS),
+        Some(text) => text.trim().parse::<u64>().map_err(|_| {
+            format!("PYMALLOC_ARENA_DECAY_MS={text:?}: expected a whole number of milliseconds (0 returns free arenas at once)")
+        }),
+    }
 }
 
 const BUCKETS: usize = BLOCK_POOLS_PER_ARENA + 1;
@@ -55,6 +97,8 @@ pub struct Arenas {
     nonempty: [u64; BITMAP_WORDS],
     /// Wholly free arenas currently kept mapped.
     reserve: usize,
+    /// Earliest time the next decay pass may run (`os::now_ms`).
+    next_decay_pass_ms: u64,
     /// Recycled arena records, linked through `next`.
     spare_records: *mut Arena,
     /// Bump region for new records.
@@ -74,6 +118,7 @@ pub static ARENAS: Locked<Arenas> = Locked::new(Arenas {
     buckets: [null_mut(); BUCKETS],
     nonempty: [0; BITMAP_WORDS],
     reserve: 0,
+    next_decay_pass_ms: 0,
     spare_records: null_mut(),
     record_cursor: null_mut(),
     record_end: null_mut(),
@@ -98,6 +143,9 @@ impl Arenas {
     /// Take a pool for a heap, mapping a new arena if none has a free pool.
     /// `None` when the OS refuses memory.
     pub fn take_pool(&mut self) -> Option<NonNull<Pool>> {
+        if self.reserve > FREE_ARENA_RESERVE {
+            self.release_decayed(os::now_ms());
+        }
         let arena = match self.fullest_usable() {
             Some(arena) => arena,
             None => self.new_arena()?,
@@ -146,13 +194,61 @@ impl Arenas {
             let free_count = (*arena).free_count + 1;
             self.move_bucket(arena, free_count);
             if free_count == BLOCK_POOLS_PER_ARENA {
+                // Wholly free: forget the order in which its pools came
+                // back and hand them out again in address order, as from a
+                // fresh arena (see `Arenas::take_pool`).
+                (*arena).free_pools = null_mut();
+                (*arena).carved = METADATA_POOLS;
+                (*arena).free_since_ms = os::now_ms();
                 if self.reserve < FREE_ARENA_RESERVE {
                     self.reserve += 1;
-                } else {
+                } else if decay_ms() == 0 {
                     self.release_arena(arena);
+                } else {
+                    self.reserve += 1;
+                    self.release_decayed((*arena).free_since_ms);
                 }
             }
         }
+    }
+
+    /// Unmap the wholly free arenas beyond the reserve that have been free
+    /// for the decay time. Runs at most a few times per decay period, so
+    /// that walking the free arenas stays off the common path.
+    fn release_decayed(&mut self, now: u64) {
+        if now < self.next_decay_pass_ms {
+            return;
+        }
+        let decay = decay_ms();
+        self.next_decay_pass_ms = now + (decay / 4).max(1);
+        let mut arena = self.buckets[BLOCK_POOLS_PER_ARENA];
+        while !arena.is_null() && self.reserve > FREE_ARENA_RESERVE {
+            // SAFETY: records on the bucket list are live, under the lock;
+            // `next` is read before the record may be recycled.
+            unsafe {
+                let next = (*arena).next;
+                if now.saturating_sub((*arena).free_since_ms) >= decay {
+                    self.reserve -= 1;
+                    self.release_arena(arena);
+                }
+                arena = next;
+            }
+        }
+    }
+
+    /// Unmap every wholly free arena now (`PyCore_Trim`).
+    pub fn release_free_arenas(&mut self) {
+        while !self.buckets[BLOCK_POOLS_PER_ARENA].is_null() {
+            let arena = self.buckets[BLOCK_POOLS_PER_ARENA];
+            self.reserve -= 1;
+            // SAFETY: a live, wholly free arena in its bucket.
+            unsafe { self.release_arena(arena) };
+        }
+    }
+
+    /// Wholly free arenas kept mapped (the reserve and the decaying ones).
+    pub fn free_arenas_kept(&self) -> usize {
+        self.reserve
     }
 
     fn fullest_usable(&self) -> Option<*mut Arena> {
@@ -263,6 +359,7 @@ impl Arenas {
                     free_pools: null_mut(),
                     prev: null_mut(),
                     next: null_mut(),
+                    free_since_ms: os::now_ms(),
                 },
             );
         }
@@ -362,26 +459,74 @@ mod tests {
         }
     }
 
-    #[test]
-    fn wholly_free_arenas_beyond_the_reserve_are_unmapped() {
-        let mut arenas = ARENAS.lock();
-        let before = arenas.counters;
-        // Fill several arenas completely, then give everything back.
+    /// Take every pool of three arenas, then give them all back.
+    fn fill_and_empty_three_arenas(arenas: &mut Arenas) -> u64 {
         let pools: Vec<_> = (0..BLOCK_POOLS_PER_ARENA * 3)
             .map(|_| arenas.take_pool().unwrap().as_ptr())
             .collect();
-        let during = arenas.counters;
-        assert!(during.current >= 3);
+        let during = arenas.counters.current;
+        assert!(during >= 3);
         for &pool in &pools {
             // SAFETY: taken above, never used.
             unsafe { arenas.give_back_pool(pool) };
         }
+        during
+    }
+
+    #[test]
+    fn wholly_free_arenas_beyond_the_reserve_are_unmapped_after_the_decay_time() {
+        let mut arenas = ARENAS.lock();
+
+        // Decay 0: returned at once, as CPython does.
+        set_decay_ms(0);
+        let before = arenas.counters;
+        let during = fill_and_empty_three_arenas(&mut arenas);
         let after = arenas.counters;
         assert!(
             after.reclaimed >= before.reclaimed + 2,
             "{before:?} {after:?}"
         );
-        assert!(after.current <= during.current - 2);
-        assert!(arenas.reserve <= FREE_ARENA_RESERVE);
+        assert!(after.current <= during - 2);
+        assert!(arenas.free_arenas_kept() <= FREE_ARENA_RESERVE);
+
+        // With a decay time they stay mapped, and go at the first arena
+        // operation after it.
+        set_decay_ms(40);
+        let before = arenas.counters;
+        fill_and_empty_three_arenas(&mut arenas);
+        let kept = arenas.counters;
+        assert_eq!(
+            kept.reclaimed, before.reclaimed,
+            "released before the decay time"
+        );
+        assert!(arenas.free_arenas_kept() >= 3);
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        let pool = arenas.take_pool().unwrap().as_ptr();
+        let decayed = arenas.counters;
+        assert!(
+            decayed.reclaimed >= kept.reclaimed + 2,
+            "{kept:?} {decayed:?}"
+        );
+        // SAFETY: taken above, never used.
+        unsafe { arenas.give_back_pool(pool) };
+
+        // PyCore_Trim's path returns every free arena now.
+        fill_and_empty_three_arenas(&mut arenas);
+        arenas.release_free_arenas();
+        assert_eq!(arenas.free_arenas_kept(), 0);
+        set_decay_ms(DEFAULT_DECAY_MS);
+    }
+
+    #[test]
+    fn the_decay_time_comes_from_the_environment_or_is_refused() {
+        assert_eq!(decay_from_env(None), Ok(DEFAULT_DECAY_MS));
+        assert_eq!(decay_from_env(Some("0")), Ok(0));
+        assert_eq!(decay_from_env(Some(" 250 ")), Ok(250));
+        let error = decay_from_env(Some("soon")).unwrap_err();
+        assert!(
+            error.contains("PYMALLOC_ARENA_DECAY_MS=\"soon\""),
+            "{error}"
+        );
+        assert!(decay_from_env(Some("-1")).is_err());
     }
 }

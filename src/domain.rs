@@ -379,6 +379,13 @@ pub fn configure_from_env() {
             if lookup("PYMALLOC_PROFILE").is_some_and(|v| !v.is_empty()) {
                 enable_profiling();
             }
+            match crate::arena::decay_from_env(lookup("PYMALLOC_ARENA_DECAY_MS").as_deref()) {
+                Ok(ms) => crate::arena::set_decay_ms(ms),
+                Err(error) => {
+                    crate::report::message(format_args!("{error}"));
+                    std::process::abort();
+                }
+            }
         }
         Err(error) => {
             crate::report::message(format_args!("{error}"));

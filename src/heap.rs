@@ -729,6 +729,7 @@ pub fn trim_all() {
     for _ in 0..pending {
         reclaim_abandoned();
     }
+    ARENAS.lock().release_free_arenas();
 }
 
 // ---------------------------------------------------------------------------

@@ -34,6 +34,20 @@ fn injected_failure() -> bool {
     })
 }
 
+/// Milliseconds of a monotonic clock, cheap enough for the arena lock's
+/// paths (the coarse clock is read from the vDSO without a system call;
+/// its few milliseconds of resolution are plenty for arena decay).
+pub fn now_ms() -> u64 {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `time` is a valid out-parameter; the clock always exists on
+    // Linux, and on failure `time` stays zero, which only delays decay.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut time) };
+    time.tv_sec as u64 * 1000 + time.tv_nsec as u64 / 1_000_000
+}
+
 pub fn bytes_unmapped() -> u64 {
     BYTES_UNMAPPED.load(Ordering::Relaxed)
 }
