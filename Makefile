@@ -34,7 +34,7 @@ RUNNER   := target/pymalloc-python
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
         clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz \
-        bench-instructions bench-rust
+        bench-instructions bench-rust bench-python
 
 all: headers runner
 
@@ -184,6 +184,14 @@ $(OUT)/bench: benches/c/bench.c
 # The C benchmark: every allocator side by side in one run (see BENCHMARKS.md).
 bench: peers $(SHARED) $(OUT)/bench
 	$(OUT)/bench $(CURDIR)/$(SHARED) $(LIBPYTHON) --runs $(BENCH_RUNS) | tee target/bench.md
+	$(PYTHON) benches/py/plot.py --c-table target/bench.md --c-out target/bench-c.svg
+
+# The Python workloads (benches/py) under stock CPython, pymalloc-rs (preload
+# and runner) and PYTHONMALLOC=malloc with glibc, mimalloc, jemalloc and
+# tcmalloc; tables in target/bench-python/results.md, charts beside them.
+bench-python: peers $(RUNNER)
+	$(PYTHON) benches/py/bench.py --python $(PY_EXE) --library $(CURDIR)/$(SHARED) --runner $(RUNNER) \
+	    --runs $(BENCH_RUNS) --out target/bench-python --plot
 
 # The Rust-level fast paths (criterion): PyMalloc and PyCore_* against the
 # mimalloc crate and the system allocator; HTML report in target/criterion.

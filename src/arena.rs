@@ -9,16 +9,14 @@
 //! bitmap of non-empty buckets; finding the fullest usable arena is one
 //! trailing-zeros count.
 //!
-//! Wholly free arenas decay rather than go back at once: one is kept
-//! (`FREE_ARENA_RESERVE`), and the others stay mapped until they have been
-//! free for the decay time (`PYMALLOC_ARENA_DECAY_MS`, default
+//! Wholly free arenas decay rather than go back at once: they stay mapped
+//! until they have been free for the decay time (`PYMALLOC_ARENA_DECAY_MS`, default
 //! `DEFAULT_DECAY_MS`). A program that frees a large structure and builds
 //! the next one soon after (a loop over requests, a rebuilt table) reuses
 //! pages that are already faulted in instead of paying munmap, mmap and a
 //! page fault per page again; a program whose peak has passed gets the
 //! memory back to the OS at the next arena operation after the delay, or at
-//! once with `PyCore_Trim()`. Decay 0 returns every arena beyond the reserve
-//! at once, as CPython does.
+//! once with `PyCore_Trim()`. Decay 0 returns them at once, as CPython does.
 //!
 //! Arena records live outside the arenas (so that whole arenas can be
 //! unmapped) in metadata chunks mapped from the OS and recycled.
@@ -27,7 +25,7 @@ use core::ptr::{self, null_mut, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::address_map;
-use crate::config::{ARENA_SIZE, BLOCK_POOLS_PER_ARENA, FREE_ARENA_RESERVE, METADATA_POOLS};
+use crate::config::{ARENA_SIZE, BLOCK_POOLS_PER_ARENA, METADATA_POOLS};
 use crate::os;
 use crate::pool::{self, Pool, PoolState};
 use crate::sync::Locked;
@@ -49,7 +47,7 @@ pub struct Arena {
     free_since_ms: u64,
 }
 
-/// How long a wholly free arena beyond the reserve stays mapped, unless
+/// How long a wholly free arena stays mapped, unless
 /// `PYMALLOC_ARENA_DECAY_MS` says otherwise. Long enough for the reuse
 /// cycles of a program (a rebuilt table, a batch of requests), short
 /// enough that a freed peak is returned within a blink.
@@ -62,7 +60,7 @@ pub fn decay_ms() -> u64 {
     DECAY_MS.load(Ordering::Relaxed)
 }
 
-/// Set the decay time; 0 returns free arenas beyond the reserve at once.
+/// Set the decay time; 0 returns free arenas at once.
 pub fn set_decay_ms(ms: u64) {
     DECAY_MS.store(ms, Ordering::Relaxed);
 }
@@ -95,8 +93,10 @@ pub struct Arenas {
     /// `buckets[n]`: arenas with exactly `n` free pools (n >= 1).
     buckets: [*mut Arena; BUCKETS],
     nonempty: [u64; BITMAP_WORDS],
-    /// Wholly free arenas currently kept mapped.
-    reserve: usize,
+    /// Wholly free arenas currently mapped (decaying, or new and unused).
+    /// None stays for good: a process past its peak gets back to CPython's
+    /// footprint (one arena kept for good measured 0.7 MiB more RSS).
+    free_arenas: usize,
     /// Earliest time the next decay pass may run (`os::now_ms`).
     next_decay_pass_ms: u64,
     /// Recycled arena records, linked through `next`.
@@ -117,7 +117,7 @@ unsafe impl Send for Arenas {}
 pub static ARENAS: Locked<Arenas> = Locked::new(Arenas {
     buckets: [null_mut(); BUCKETS],
     nonempty: [0; BITMAP_WORDS],
-    reserve: 0,
+    free_arenas: 0,
     next_decay_pass_ms: 0,
     spare_records: null_mut(),
     record_cursor: null_mut(),
@@ -143,7 +143,7 @@ impl Arenas {
     /// Take a pool for a heap, mapping a new arena if none has a free pool.
     /// `None` when the OS refuses memory.
     pub fn take_pool(&mut self) -> Option<NonNull<Pool>> {
-        if self.reserve > FREE_ARENA_RESERVE {
+        if self.free_arenas > 0 {
             self.release_decayed(os::now_ms());
         }
         let arena = match self.fullest_usable() {
@@ -154,7 +154,7 @@ impl Arenas {
         unsafe {
             let a = &mut *arena;
             if a.free_count == BLOCK_POOLS_PER_ARENA {
-                self.reserve -= 1;
+                self.free_arenas -= 1;
             }
             let pool = if !a.free_pools.is_null() {
                 let pool = a.free_pools;
@@ -200,19 +200,17 @@ impl Arenas {
                 (*arena).free_pools = null_mut();
                 (*arena).carved = METADATA_POOLS;
                 (*arena).free_since_ms = os::now_ms();
-                if self.reserve < FREE_ARENA_RESERVE {
-                    self.reserve += 1;
-                } else if decay_ms() == 0 {
+                if decay_ms() == 0 {
                     self.release_arena(arena);
                 } else {
-                    self.reserve += 1;
+                    self.free_arenas += 1;
                     self.release_decayed((*arena).free_since_ms);
                 }
             }
         }
     }
 
-    /// Unmap the wholly free arenas beyond the reserve that have been free
+    /// Unmap the wholly free arenas that have been free
     /// for the decay time. Runs at most a few times per decay period, so
     /// that walking the free arenas stays off the common path.
     fn release_decayed(&mut self, now: u64) {
@@ -222,13 +220,13 @@ impl Arenas {
         let decay = decay_ms();
         self.next_decay_pass_ms = now + (decay / 4).max(1);
         let mut arena = self.buckets[BLOCK_POOLS_PER_ARENA];
-        while !arena.is_null() && self.reserve > FREE_ARENA_RESERVE {
+        while !arena.is_null() {
             // SAFETY: records on the bucket list are live, under the lock;
             // `next` is read before the record may be recycled.
             unsafe {
                 let next = (*arena).next;
                 if now.saturating_sub((*arena).free_since_ms) >= decay {
-                    self.reserve -= 1;
+                    self.free_arenas -= 1;
                     self.release_arena(arena);
                 }
                 arena = next;
@@ -240,15 +238,15 @@ impl Arenas {
     pub fn release_free_arenas(&mut self) {
         while !self.buckets[BLOCK_POOLS_PER_ARENA].is_null() {
             let arena = self.buckets[BLOCK_POOLS_PER_ARENA];
-            self.reserve -= 1;
+            self.free_arenas -= 1;
             // SAFETY: a live, wholly free arena in its bucket.
             unsafe { self.release_arena(arena) };
         }
     }
 
-    /// Wholly free arenas kept mapped (the reserve and the decaying ones).
+    /// Wholly free arenas kept mapped.
     pub fn free_arenas_kept(&self) -> usize {
-        self.reserve
+        self.free_arenas
     }
 
     fn fullest_usable(&self) -> Option<*mut Arena> {
@@ -372,7 +370,7 @@ impl Arenas {
         }
         // SAFETY: the record is initialised and on no list.
         unsafe { self.link(record) };
-        self.reserve += 1; // wholly free until its first pool is taken
+        self.free_arenas += 1; // wholly free until its first pool is taken
         let c = &mut self.counters;
         c.allocated_total += 1;
         c.current += 1;
@@ -474,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn wholly_free_arenas_beyond_the_reserve_are_unmapped_after_the_decay_time() {
+    fn wholly_free_arenas_are_unmapped_after_the_decay_time() {
         let mut arenas = ARENAS.lock();
 
         // Decay 0: returned at once, as CPython does.
@@ -487,7 +485,7 @@ mod tests {
             "{before:?} {after:?}"
         );
         assert!(after.current <= during - 2);
-        assert!(arenas.free_arenas_kept() <= FREE_ARENA_RESERVE);
+        assert_eq!(arenas.free_arenas_kept(), 0);
 
         // With a decay time they stay mapped, and go at the first arena
         // operation after it.

@@ -26,11 +26,6 @@ pub const ADDRESS_BITS: u32 = 48;
 /// pools back to their arena (which takes the arena lock).
 pub const HEAP_EMPTY_POOL_CACHE: usize = 4;
 
-/// How many completely free arenas stay mapped as a reserve before further
-/// free arenas are unmapped: a program oscillating around an arena
-/// boundary must not mmap/munmap on every cycle.
-pub const FREE_ARENA_RESERVE: usize = 1;
-
 /// Lazy carving works a page at a time: fresh blocks are threaded onto a
 /// pool's free list only for the page being entered, so untouched pages of
 /// a pool are never faulted in by the allocator itself.

@@ -1,0 +1,23 @@
+"""A peak of ~300 MB of small objects, built and freed; then ordinary work
+goes on for a while. Reports the resident set right after the peak is
+freed and again after that work (the allocator may keep free memory
+briefly for reuse)."""
+import time
+
+from common import run
+
+
+def work():
+    peak = [(i, str(i), [i], {"k": i}) for i in range(600000)]
+    del peak
+
+
+def settle():
+    # 0.3 s of the kind of work a program does between peaks.
+    end = time.perf_counter() + 0.3
+    while time.perf_counter() < end:
+        scratch = [str(i) * 2 for i in range(2000)]
+        del scratch
+
+
+run(work, settle)

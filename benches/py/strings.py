@@ -1,0 +1,18 @@
+"""String building: concatenation, formatting, join and split."""
+from common import run
+
+
+def work():
+    for r in range(4):
+        parts = []
+        for i in range(60000):
+            parts.append("item-" + str(i) + "-" * (i % 7))
+            parts.append(f"{i:08d}:{r}")
+            parts.append("{}/{}".format(i, r).upper())
+        text = ",".join(parts)
+        words = text.split(",")
+        assert len(words) == len(parts)
+        del parts, text, words
+
+
+run(work)
