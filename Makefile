@@ -72,6 +72,7 @@ $(OUT)/asan/%: c_tests/%.c $(wildcard c_tests/*.h) $(STATIC) include/pymalloc.h
 
 test-c: $(addprefix $(OUT)/,$(C_TESTS))
 	@for t in $(C_TESTS); do echo "== $$t"; $(OUT)/$$t || exit 1; done
+	@echo "== test_stats_profile, block caches off"; PYMALLOC_BLOCK_CACHE_BYTES=0 $(OUT)/test_stats_profile
 
 test-c-asan: $(addprefix $(OUT)/asan/,$(C_TESTS))
 	@for t in $(C_TESTS); do echo "== $$t (ASan+UBSan, static library)"; \
@@ -203,8 +204,8 @@ $(OUT)/pairs: benches/c/pairs.c
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $< -ldl
 
 # Instructions per malloc+free pair on the hot path (valgrind callgrind).
-bench-instructions: $(SHARED) $(OUT)/pairs
-	sh scripts/instructions.sh $(OUT)/pairs $(CURDIR)/$(SHARED) $(LIBPYTHON)
+bench-instructions: peers $(SHARED) $(OUT)/pairs
+	sh scripts/instructions.sh $(OUT)/pairs $(CURDIR)/$(SHARED) $(LIBPYTHON) | tee target/instructions.md
 
 # --- tuning ----------------------------------------------------------------
 

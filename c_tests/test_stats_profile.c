@@ -5,6 +5,7 @@
  * from the allocator's documented policy. The profile is checked in a
  * child that writes it at exit (PYMALLOC_PROFILE is read at load time). */
 #include <pymalloc.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,12 +42,31 @@ static void check_statistics(void)
     PyCoreStats s = stats(), bad;
     size_t per_small, per_largest, small_pools, largest_pools, pools, i, all_pools;
     const size_t small_class = 1;                    /* 17..32 bytes */
+    const char *cache_bytes = getenv("PYMALLOC_BLOCK_CACHE_BYTES");
+    const int caches_off = cache_bytes && !strcmp(cache_bytes, "0");
     size_t largest_class;
 
     memset(&bad, 0, sizeof bad);
     bad.version = PYCORE_STATS_VERSION + 1;
     EXPECT_EQ(PyCore_GetStats(&bad), (size_t)-1);
     EXPECT_EQ(PyCore_GetStats(NULL), (size_t)-1);
+    {
+        /* A caller built against version 1 passes the shorter struct: it is
+         * filled, and nothing after it is written. */
+        static unsigned char v1[sizeof(PyCoreStats) + 64];
+        const size_t v1_size = offsetof(PyCoreStats, blocks_in_block_caches);
+        unsigned int one = 1;
+        memset(v1, 0xAB, sizeof v1);
+        memcpy(v1, &one, sizeof one);
+        EXPECT_EQ(PyCore_GetStats((PyCoreStats *)(void *)v1), 0);
+        for (i = v1_size; i < sizeof v1; i++)
+            if (v1[i] != 0xAB) {
+                failures++;
+                fprintf(stderr, "FAIL: a version-1 PyCoreStats was written beyond its end (byte %zu)\n", i);
+                break;
+            }
+        EXPECT_EQ(((PyCoreStats *)(void *)v1)->num_classes, s.num_classes);
+    }
     EXPECT_EQ(s.arenas_allocated_total, 0);
     EXPECT_EQ(s.heaps_live, 0);
 
@@ -102,21 +122,45 @@ static void check_statistics(void)
     EXPECT_EQ(s.classes[small_class].blocks_in_use, SMALL / 2);
     EXPECT_EQ(s.classes[small_class].pools, small_pools);
 
-    /* Free all of the largest class: its pools empty. The last one stays
-     * on its class list (the only pool of its class is kept against
-     * cycling); the others go to the heap's cache of empty pools. */
+    /* Free all of the largest class. The most recently freed blocks stay
+     * in this thread's block cache, ready for the next allocations of
+     * their class: they count as available, but their pools are not
+     * empty, so those pools stay with the heap. The other pools empty:
+     * the last of them stays on its class list (the only pool of its class
+     * is kept against cycling); the others go to the heap's cache of empty
+     * pools. No pool goes back to an arena before a trim. */
     for (i = 0; i < LARGEST; i++)
         PyMem_Free(largest[i]);
     s = stats();
     EXPECT_EQ(s.classes[largest_class].blocks_in_use, 0);
-    EXPECT_EQ(s.classes[largest_class].pools, 1);
-    EXPECT_EQ(s.classes[largest_class].blocks_available, per_largest);
-    EXPECT_EQ(s.cached_pools, largest_pools - 1);
+    EXPECT_EQ(s.classes[largest_class].blocks_available, s.classes[largest_class].pools * per_largest);
+    EXPECT_EQ(s.classes[largest_class].pools + s.cached_pools, largest_pools);
     EXPECT_EQ(s.pools_given_back, 0);
+    if (caches_off) {
+        EXPECT_EQ(s.blocks_in_block_caches, 0);
+        EXPECT_EQ(s.classes[largest_class].pools, 1);
+        EXPECT_EQ(s.cached_pools, largest_pools - 1);
+    } else {
+        /* With the default 4 KiB per class, the cache of the largest class
+         * holds at most 8 blocks (from at most 2 pools here), and that of
+         * the small class at most 64 (from the frees of every other block
+         * above). */
+        if (s.blocks_in_block_caches <= 1 || s.blocks_in_block_caches > 64 + 8) {
+            failures++;
+            fprintf(stderr, "FAIL: %zu blocks in block caches, expected 2..72\n", s.blocks_in_block_caches);
+        }
+        if (s.classes[largest_class].pools > 2) {
+            failures++;
+            fprintf(stderr, "FAIL: %zu pools of the largest class kept, expected 1..2\n",
+                    s.classes[largest_class].pools);
+        }
+    }
 
-    /* A trim gives every empty pool back to the arena. */
+    /* A trim returns the cached blocks to their pools and gives every
+     * empty pool back to the arena. */
     PyCore_Trim();
     s = stats();
+    EXPECT_EQ(s.blocks_in_block_caches, 0);
     EXPECT_EQ(s.classes[largest_class].pools, 0);
     EXPECT_EQ(s.cached_pools, 0);
     EXPECT_EQ(s.pools_given_back, largest_pools);

@@ -91,6 +91,13 @@ pub fn malloc_with<F: Fallback>(fallback: &F, size: usize) -> *mut u8 {
     }
 }
 
+/// A block for a small request (1..=threshold bytes); `None` for any
+/// other size.
+#[inline(always)]
+pub fn malloc_small(size: usize) -> Option<*mut u8> {
+    class_of(size).map(heap::alloc)
+}
+
 #[cold]
 #[inline(never)]
 fn malloc_unpooled_size<F: Fallback>(fallback: &F, size: usize) -> *mut u8 {

@@ -487,9 +487,10 @@ mod tests {
         assert!(after.current <= during - 2);
         assert_eq!(arenas.free_arenas_kept(), 0);
 
-        // With a decay time they stay mapped, and go at the first arena
-        // operation after it.
-        set_decay_ms(40);
+        // With a decay time they stay mapped (a long one here, so that a
+        // slow machine cannot reach it during the fill), and go at the first
+        // arena operation after it.
+        set_decay_ms(60_000);
         let before = arenas.counters;
         fill_and_empty_three_arenas(&mut arenas);
         let kept = arenas.counters;
@@ -498,7 +499,9 @@ mod tests {
             "released before the decay time"
         );
         assert!(arenas.free_arenas_kept() >= 3);
-        std::thread::sleep(std::time::Duration::from_millis(80));
+        set_decay_ms(20);
+        arenas.next_decay_pass_ms = 0;
+        std::thread::sleep(std::time::Duration::from_millis(40));
         let pool = arenas.take_pool().unwrap().as_ptr();
         let decayed = arenas.counters;
         assert!(

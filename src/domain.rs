@@ -182,6 +182,34 @@ pub fn enable_debug_hooks() {
     }
 }
 
+/// The exports' fast path: when the heap is plainly pooled (no debug
+/// hooks, profiler, forwarding or malloc backend) and `size` is a small
+/// request, the block from the pools. `None` sends the caller to its
+/// out-of-line path, which handles everything else.
+#[inline(always)]
+pub fn malloc_plain(state: u8, size: usize) -> Option<*mut u8> {
+    if state != PLAIN_POOLED {
+        return None;
+    }
+    allocator::malloc_small(size)
+}
+
+/// The exports' fast path of free: true when `state` lets the pooled
+/// allocator release `block` directly (and it did).
+///
+/// # Safety
+/// `block` is null or a live block of the heap whose state is `state`.
+#[inline(always)]
+pub unsafe fn free_plain(state: u8, block: *mut u8) -> bool {
+    if state & FREE_SLOW != 0 {
+        return false;
+    }
+    // SAFETY: guaranteed by the caller; without the debug bit, the heap's
+    // blocks carry no debug header.
+    unsafe { allocator::free(block) };
+    true
+}
+
 #[inline(always)]
 pub fn malloc(domain: Domain, size: usize) -> *mut u8 {
     malloc_in(domain, state(domain), size)
@@ -381,6 +409,14 @@ pub fn configure_from_env() {
             }
             match crate::arena::decay_from_env(lookup("PYMALLOC_ARENA_DECAY_MS").as_deref()) {
                 Ok(ms) => crate::arena::set_decay_ms(ms),
+                Err(error) => {
+                    crate::report::message(format_args!("{error}"));
+                    std::process::abort();
+                }
+            }
+            let cache_bytes = lookup("PYMALLOC_BLOCK_CACHE_BYTES");
+            match crate::block_cache::bytes_from_env(cache_bytes.as_deref()) {
+                Ok(bytes) => crate::block_cache::set_bytes_per_class(bytes),
                 Err(error) => {
                     crate::report::message(format_args!("{error}"));
                     std::process::abort();

@@ -7,8 +7,11 @@
 //! small cache. Only the heap's thread touches these, so the owner-local
 //! paths use no atomic read-modify-write and no lock:
 //!
-//! * allocate: `avail[class]` → pool, pop its free list, `used += 1`;
-//! * free of a block whose pool this heap owns: push, `used -= 1`.
+//! * allocate: pop the class's block cache; else `avail[class]` → pool,
+//!   pop its free list, `used += 1`;
+//! * free of a block whose pool this heap owns: push onto the class's block
+//!   cache; when that is full, its older half goes back to the pools (push,
+//!   `used -= 1` each).
 //!
 //! A block freed by another thread is pushed onto its owner heap's
 //! `remote_free` stack with one compare-and-swap; the owner takes the whole
@@ -25,7 +28,8 @@ use core::ptr::{self, null_mut};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::arena::ARENAS;
-use crate::config::{HEAP_EMPTY_POOL_CACHE, NUM_SIZE_CLASSES};
+use crate::block_cache::{self, BlockCache, Reserve};
+use crate::config::{ALIGNMENT, HEAP_EMPTY_POOL_CACHE, NUM_SIZE_CLASSES};
 use crate::os;
 use crate::pool::{self, Block, Pool, PoolState, EMPTY_POOL};
 use crate::size_class::block_size;
@@ -64,8 +68,13 @@ fn bump(counter: &AtomicU64, by: u64) {
 
 #[repr(C)]
 pub struct Heap {
+    /// Per class, blocks this thread freed, handed out first (see
+    /// [`block_cache`]). First in the struct: both fast paths use it.
+    cache: [BlockCache; NUM_SIZE_CLASSES],
+    /// Per class, the older half of the block cache.
+    cache_reserve: [Reserve; NUM_SIZE_CLASSES],
     /// Per class, the first pool that may have free blocks, or the empty
-    /// sentinel. First in the struct: the allocation fast path reads it.
+    /// sentinel.
     avail: [*mut Pool; NUM_SIZE_CLASSES],
     /// Blocks freed by other threads (lock-free stack through `Block::next`).
     remote_free: AtomicPtr<Block>,
@@ -82,31 +91,55 @@ pub struct Heap {
     pub counters: HeapCounters,
 }
 
-/// The heap a thread sees after its exit destructor ran: every class slot
-/// is the empty sentinel, so allocations fall into the slow path, which
-/// serves them from the system allocator. Never written.
-static EXITED: StaticHeap = StaticHeap(Heap {
-    avail: [EMPTY_POOL.as_ptr(); NUM_SIZE_CLASSES],
-    remote_free: AtomicPtr::new(null_mut()),
-    empty: null_mut(),
-    empty_count: 0,
-    pools_owned: AtomicUsize::new(0),
-    state: AtomicU8::new(HeapState::Free as u8),
-    all_next: null_mut(),
-    list_next: null_mut(),
-    counters: HeapCounters {
-        remote_frees_received: AtomicU64::new(0),
-        pools_taken: AtomicU64::new(0),
-        pools_given_back: AtomicU64::new(0),
-    },
-});
+/// A heap that owns nothing: every class cache is empty and every class
+/// slot is the empty sentinel, so allocations fall into the slow path, and
+/// no pool names it as owner, so frees take the cross-thread path.
+const fn placeholder_heap() -> Heap {
+    Heap {
+        cache: [const { BlockCache::empty() }; NUM_SIZE_CLASSES],
+        cache_reserve: [const { Reserve::empty() }; NUM_SIZE_CLASSES],
+        avail: [EMPTY_POOL.as_ptr(); NUM_SIZE_CLASSES],
+        remote_free: AtomicPtr::new(null_mut()),
+        empty: null_mut(),
+        empty_count: 0,
+        pools_owned: AtomicUsize::new(0),
+        state: AtomicU8::new(HeapState::Free as u8),
+        all_next: null_mut(),
+        list_next: null_mut(),
+        counters: HeapCounters {
+            remote_frees_received: AtomicU64::new(0),
+            pools_taken: AtomicU64::new(0),
+            pools_given_back: AtomicU64::new(0),
+        },
+    }
+}
 
-struct StaticHeap(Heap);
-// SAFETY: the exited-thread heap is never written (see `EXITED`).
+/// The heap in every thread's slot until its first allocation (the slot's
+/// initial value, see [`thread`]): the fast paths need no "has this thread
+/// a heap?" test; the allocation slow path attaches one. Never written.
+pub(crate) static UNATTACHED: StaticHeap = StaticHeap(placeholder_heap());
+
+/// The heap a thread sees after its exit destructor ran: its allocations
+/// (from TLS destructors that run after ours) are served by the system
+/// allocator. Never written.
+static EXITED: StaticHeap = StaticHeap(placeholder_heap());
+
+#[repr(transparent)]
+pub(crate) struct StaticHeap(Heap);
+// SAFETY: the placeholder heaps are never written (see `UNATTACHED`).
 unsafe impl Sync for StaticHeap {}
+
+pub(crate) fn unattached_heap() -> *mut Heap {
+    ptr::addr_of!(UNATTACHED.0).cast_mut()
+}
 
 fn exited_heap() -> *mut Heap {
     ptr::addr_of!(EXITED.0).cast_mut()
+}
+
+/// Whether `heap` is a real heap rather than one of the placeholders.
+fn is_attached(heap: *mut Heap) -> bool {
+    heap != unattached_heap() && heap != exited_heap()
 }
 
 // ---------------------------------------------------------------------------
@@ -117,12 +150,22 @@ fn exited_heap() -> *mut Heap {
 pub fn alloc(class: usize) -> *mut u8 {
     debug_assert!(class < NUM_SIZE_CLASSES);
     let heap = thread::current_heap();
-    if !heap.is_null() {
-        // SAFETY: a non-null slot holds this thread's heap (or the never-
-        // written exited heap, whose pools have no free block); `avail`
-        // entries are pools this heap owns or the sentinel; `class` is in
+    {
+        // SAFETY: the slot holds this thread's heap or a never-written
+        // placeholder, whose caches are empty and whose class slots are the
+        // sentinel; cached blocks are free blocks of the heap's pools;
+        // `avail` entries are pools it owns or the sentinel; `class` is in
         // range; a non-null free block lies inside its pool.
         unsafe {
+            let cache = (*heap).cache.get_unchecked_mut(class);
+            let cached = cache.pop();
+            if !cached.is_null() {
+                return cached.cast();
+            }
+            let cached = cache.pop_reserve((*heap).cache_reserve.get_unchecked_mut(class));
+            if !cached.is_null() {
+                return cached.cast();
+            }
             let pool = *(*heap).avail.get_unchecked(class);
             let block = (*pool).free;
             if !block.is_null() {
@@ -169,11 +212,39 @@ pub unsafe fn free(block: *mut u8) {
     let heap = thread::current_heap();
     // SAFETY: `block` is live, so its pool is initialised and owned.
     let owner = unsafe { (*pool).owner.load(Ordering::Relaxed) };
-    if owner == heap && !heap.is_null() {
-        // SAFETY: this thread owns the pool.
-        unsafe { free_local(heap, pool, block.cast()) }
+    // A placeholder heap owns no pool, so it never matches.
+    if owner == heap {
+        // SAFETY: this thread owns the pool, so the block may go into this
+        // heap's cache for its class.
+        unsafe {
+            let cache = &mut *cache_of_class_size(heap, (*pool).block_size);
+            if !cache.push(block.cast()) {
+                cache_full(heap, pool, block.cast());
+            }
+        }
     } else {
         free_remote(owner, block.cast());
+    }
+}
+
+/// The block cache of `heap` for blocks of `block_size` bytes. The pool
+/// record's block size (next to its owner, which free reads anyway) gives
+/// the cache's address with no table and, with the default 16-byte
+/// spacing, no arithmetic: class `c` has blocks of `(c + 1) * ALIGNMENT`
+/// bytes.
+///
+/// # Safety
+/// `block_size` is the block size of one of the size classes.
+#[inline(always)]
+unsafe fn cache_of_class_size(heap: *mut Heap, block_size: u32) -> *mut BlockCache {
+    let block_size = block_size as usize;
+    // SAFETY: every class's block size is a non-zero multiple of the
+    // alignment (caller), so the class index is in range; telling the
+    // compiler lets it fold the shifts away.
+    unsafe {
+        core::hint::assert_unchecked(block_size % ALIGNMENT == 0 && block_size >= ALIGNMENT);
+        let class = block_size / ALIGNMENT - 1;
+        (*heap).cache.as_mut_ptr().add(class)
     }
 }
 
@@ -208,11 +279,69 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
 // ---------------------------------------------------------------------------
 // Slow paths
 
+/// Block caches for a new heap, sized from the current byte budget.
+fn new_caches() -> [BlockCache; NUM_SIZE_CLASSES] {
+    let budget = block_cache::bytes_per_class();
+    core::array::from_fn(|class| BlockCache::with_limit(block_cache::limit_for(class, budget)))
+}
+
+/// The hot stack of `pool`'s class cache is full: it becomes the reserve,
+/// the older reserve goes back to the pools, then `block` starts the new
+/// hot stack (or, with caches off, goes straight to its pool).
+///
+/// # Safety
+/// As for `free_local`.
+#[cold]
+#[inline(never)]
+unsafe fn cache_full(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
+    // SAFETY: exclusive use of the heap; cached blocks are free blocks of
+    // its pools.
+    unsafe {
+        let class = (*pool).class();
+        let cache = &mut (*heap).cache[class];
+        release_to_pools(heap, cache.rotate(&mut (*heap).cache_reserve[class]));
+        if !cache.push(block) {
+            free_local(heap, pool, block);
+        }
+    }
+}
+
+/// Free a list of cached blocks into their pools.
+///
+/// # Safety
+/// Exclusive use of `heap`; the list holds free blocks of its pools.
+unsafe fn release_to_pools(heap: *mut Heap, mut block: *mut Block) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        while !block.is_null() {
+            let next = (*block).next;
+            free_local(heap, pool::pool_of(block as usize), block);
+            block = next;
+        }
+    }
+}
+
+/// Give every cached block of `heap` back to its pool.
+///
+/// # Safety
+/// Exclusive use of `heap`.
+unsafe fn flush_caches(heap: *mut Heap) {
+    for class in 0..NUM_SIZE_CLASSES {
+        // SAFETY: exclusive use (caller).
+        unsafe {
+            let reserve = &mut (*heap).cache_reserve[class];
+            for list in (*heap).cache[class].take_all(reserve) {
+                release_to_pools(heap, list);
+            }
+        }
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn alloc_slow(class: usize) -> *mut u8 {
     let mut heap = thread::current_heap();
-    if heap.is_null() {
+    if heap == unattached_heap() {
         heap = attach_thread();
         if heap.is_null() {
             return null_mut();
@@ -476,8 +605,9 @@ impl GiveBackBatch {
     }
 }
 
-/// Give back every empty pool of `heap`: its cache, and empty pools still
-/// on class lists.
+/// Give back every empty pool of `heap` (its cache of empty pools, and
+/// empty pools still on class lists), after its cached blocks went back to
+/// their pools.
 ///
 /// # Safety
 /// Exclusive use of `heap`.
@@ -488,6 +618,7 @@ unsafe fn trim(heap: *mut Heap) {
     };
     // SAFETY: exclusive use of the heap and its pools (caller).
     unsafe {
+        flush_caches(heap);
         while !(*heap).empty.is_null() {
             let pool = (*heap).empty;
             (*heap).empty = (*pool).next;
@@ -614,6 +745,8 @@ impl Registry {
             ptr::write(
                 heap,
                 Heap {
+                    cache: new_caches(),
+                    cache_reserve: [const { Reserve::empty() }; NUM_SIZE_CLASSES],
                     avail: [EMPTY_POOL.as_ptr(); NUM_SIZE_CLASSES],
                     remote_free: AtomicPtr::new(null_mut()),
                     empty: null_mut(),
@@ -657,7 +790,7 @@ fn attach_thread() -> *mut Heap {
 unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     let heap = value.cast::<Heap>();
     thread::set_current_heap(exited_heap());
-    if !heap.is_null() && heap != exited_heap() {
+    if !heap.is_null() && is_attached(heap) {
         // SAFETY: `heap` was this thread's heap; the thread is ending, so
         // it has exclusive use of it for the last time.
         unsafe { abandon(heap) };
@@ -718,7 +851,7 @@ fn reclaim_abandoned() {
 /// heaps. (Exported as `PyCore_Trim`.)
 pub fn trim_all() {
     let heap = thread::current_heap();
-    if !heap.is_null() && heap != exited_heap() {
+    if is_attached(heap) {
         // SAFETY: the calling thread's own heap.
         unsafe {
             collect_remote_frees(heap);
@@ -807,6 +940,24 @@ pub struct HeapTotals {
     pub metadata_bytes: usize,
 }
 
+/// Blocks held in the block caches of all heaps, per class. A cached block
+/// counts as allocated in its pool; statistics count it as available.
+pub fn cached_blocks() -> [usize; NUM_SIZE_CLASSES] {
+    let registry = REGISTRY.lock();
+    let mut cached = [0; NUM_SIZE_CLASSES];
+    let mut heap = registry.all;
+    // SAFETY: heap records are never unmapped; `len` reads an atomic.
+    unsafe {
+        while !heap.is_null() {
+            for (class, count) in cached.iter_mut().enumerate() {
+                *count += (*heap).cache[class].len(&(*heap).cache_reserve[class]);
+            }
+            heap = (*heap).all_next;
+        }
+    }
+    cached
+}
+
 pub fn totals() -> HeapTotals {
     let registry = REGISTRY.lock();
     let mut totals = HeapTotals {
@@ -860,6 +1011,45 @@ mod tests {
             // SAFETY: live blocks of this thread.
             unsafe { free(block) };
         }
+    }
+
+    #[test]
+    fn freed_blocks_wait_in_the_block_cache_until_trim() {
+        std::thread::spawn(|| {
+            let class = 5;
+            let first = alloc(class);
+            // SAFETY: a live block of this thread.
+            unsafe { free(first) };
+            assert_eq!(
+                alloc(class),
+                first,
+                "the cached block serves the next allocation"
+            );
+            let heap = thread::current_heap();
+            // SAFETY: this thread's heap; `len` reads an atomic.
+            let cached = || unsafe { (*heap).cache[class].len(&(*heap).cache_reserve[class]) };
+            let limit = block_cache::limit_for(class, block_cache::bytes_per_class()) as usize;
+            let blocks: Vec<_> = (0..3 * limit).map(|_| alloc(class)).collect();
+            for &block in &blocks {
+                // SAFETY: live blocks of this thread.
+                unsafe { free(block) };
+                assert!((1..=limit).contains(&cached()), "bounded by its limit");
+            }
+            // SAFETY: this thread's pool record of a live block.
+            let used = || unsafe { (*pool_of(first as usize)).used() };
+            let used_before = used();
+            // SAFETY: this thread's own heap.
+            unsafe { trim(heap) };
+            assert_eq!(cached(), 0, "trim empties the caches");
+            assert!(
+                used() < used_before || used() == 1,
+                "and the blocks went back to their pools"
+            );
+            // SAFETY: still live.
+            unsafe { free(first) };
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

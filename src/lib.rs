@@ -18,6 +18,7 @@
 //!        1..=512 bytes (and 0)        > 512 bytes, foreign pointers
 //!                  |                         |
 //!   thread slot -> Heap (one per thread)   libc malloc / free
+//!                  |  cache[class]: blocks it freed, reused first     }
 //!                  |  avail[class] -> Pool -> free list of blocks     } no lock, no
 //!                  |  remote_free <- blocks freed by other threads    } atomic RMW
 //!                  |                           (one CAS per free)     } on the owner
@@ -38,7 +39,9 @@
 //!   to malloc ([`address_map`]).
 //! * A **heap** belongs to one thread ([`heap`], [`thread`]). Allocation
 //!   and owner-local free touch only the heap and its pools: no lock, no
-//!   atomic read-modify-write. A block freed by another thread goes onto
+//!   atomic read-modify-write. Blocks the thread frees wait in the heap's
+//!   **block cache** for the next allocation of their class, so their
+//!   pools' lists are not touched ([`block_cache`]). A block freed by another thread goes onto
 //!   its owner heap's lock-free stack; the owner takes the stack back when
 //!   it runs out of blocks. An exiting thread's heap is abandoned, then
 //!   adopted by the next new thread; meanwhile other threads reclaim the
@@ -62,6 +65,7 @@
 pub mod address_map;
 pub mod allocator;
 pub mod arena;
+pub mod block_cache;
 pub mod config;
 pub mod cpython;
 pub mod debug;

@@ -22,6 +22,8 @@ pub struct ClassStats {
     pub pools: usize,
     pub blocks_in_use: usize,
     pub blocks_available: usize,
+    /// Of `blocks_available`, those parked in the heaps' block caches.
+    pub blocks_cached: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -86,6 +88,14 @@ pub fn snapshot() -> Snapshot {
                 }
             }
         }
+    }
+    // Blocks parked in the heaps' block caches are free for the program's
+    // purposes, though their pools count them as allocated.
+    for (entry, cached) in snap.classes.iter_mut().zip(heap::cached_blocks()) {
+        let cached = cached.min(entry.blocks_in_use);
+        entry.blocks_in_use -= cached;
+        entry.blocks_available += cached;
+        entry.blocks_cached = cached;
     }
     // The pool records of each arena fill its metadata pools.
     snap.bytes_lost_to_pool_headers = snap.arenas.current as usize * METADATA_POOLS * POOL_SIZE;
@@ -215,6 +225,11 @@ pub fn render(snap: &Snapshot) -> String {
         &mut out,
         "# empty pools cached by heaps",
         snap.cached_pools as u64,
+    );
+    line(
+        &mut out,
+        "# blocks in heaps' block caches",
+        snap.classes.iter().map(|c| c.blocks_cached as u64).sum(),
     );
     line(&mut out, "# cross-thread frees", h.remote_frees);
     line(&mut out, "# pools taken from arenas", h.pools_taken);

@@ -7,10 +7,11 @@
 //! through `__tls_get_addr`, a call per access that costs ~1.7 ns on this
 //! machine (peer-allocators notes, §4). Elsewhere `thread_local!` is used.
 //!
-//! A thread's slot is null until its first allocation, then points to its
-//! heap; a pthread key destructor hands the heap back at thread exit and
-//! leaves `EXITED` behind, so allocations made by later TLS destructors are
-//! recognised.
+//! A thread's slot holds the unattached placeholder heap until its first
+//! allocation (so the fast paths need no null test), then its heap; a
+//! pthread key destructor hands the heap back at thread exit and leaves the
+//! exited placeholder behind, so allocations made by later TLS destructors
+//! are recognised.
 
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -21,8 +22,11 @@ use crate::heap::Heap;
 mod slot {
     use crate::heap::Heap;
 
+    // The slot starts out holding the unattached placeholder heap (an
+    // initialised TLS variable, relocated with the rest of the library
+    // before any thread's copy is made).
     core::arch::global_asm!(
-        ".pushsection .tbss,\"awT\",@nobits",
+        ".pushsection .tdata,\"awT\",@progbits",
         ".p2align 3",
         // Global so that every codegen unit can refer to it, hidden so that
         // it is not exported from the shared library.
@@ -31,8 +35,9 @@ mod slot {
         ".type pymalloc_thread_heap_slot,@object",
         ".size pymalloc_thread_heap_slot,8",
         "pymalloc_thread_heap_slot:",
-        ".zero 8",
+        ".quad {unattached}",
         ".popsection",
+        unattached = sym crate::heap::UNATTACHED,
     );
 
     /// Address of this thread's slot.
@@ -65,11 +70,17 @@ mod slot {
 
     #[inline(always)]
     pub fn address() -> *mut *mut Heap {
-        SLOT.with(|slot| slot.as_ptr())
+        SLOT.with(|slot| {
+            if slot.get().is_null() {
+                slot.set(crate::heap::unattached_heap());
+            }
+            slot.as_ptr()
+        })
     }
 }
 
-/// The calling thread's heap: null before its first allocation.
+/// The calling thread's heap: never null; the unattached placeholder
+/// before its first allocation, the exited one after its exit destructor.
 #[inline(always)]
 pub fn current_heap() -> *mut Heap {
     // SAFETY: the slot is this thread's own storage.
@@ -132,9 +143,11 @@ mod tests {
         let saved = current_heap();
         set_current_heap(marker);
         assert_eq!(current_heap(), marker);
-        assert!(std::thread::spawn(|| current_heap().is_null())
-            .join()
-            .unwrap());
+        assert!(
+            std::thread::spawn(|| current_heap() == crate::heap::unattached_heap())
+                .join()
+                .unwrap()
+        );
         set_current_heap(saved);
     }
 }

@@ -159,9 +159,10 @@ void PyMem_SetupDebugHooks(void);
 extern "C" {
 #endif
 /*
- Version of `PyCoreStats` this library fills in.
+ Version of `PyCoreStats` this library fills in. Version 1 (without
+ `blocks_in_block_caches`) is still accepted.
  */
-#define PYCORE_STATS_VERSION 1
+#define PYCORE_STATS_VERSION 2
 
 /*
  Capacity of `PyCoreStats.classes`; `num_classes` of them are used.
@@ -185,7 +186,8 @@ typedef struct {
    */
   size_t blocks_in_use;
   /*
-   Blocks free or not yet carved in those pools.
+   Blocks free or not yet carved in those pools, including blocks
+   parked in the threads' block caches.
    */
   size_t blocks_available;
 } PyCoreClassStats;
@@ -250,6 +252,11 @@ typedef struct {
   uint64_t pools_given_back;
   uint64_t bytes_returned_to_os;
   size_t metadata_bytes;
+  /*
+   Version 2: freed blocks parked in the threads' block caches, ready
+   for their next allocations (counted in `blocks_available`).
+   */
+  size_t blocks_in_block_caches;
 } PyCoreStats;
 
 /*

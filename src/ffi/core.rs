@@ -3,14 +3,15 @@
 
 use core::ffi::{c_char, c_int, c_void};
 
-use super::{count_ok, size_ok};
+use super::{count_ok, free_export, malloc_export, size_ok};
 use crate::allocator;
 use crate::cpython::{self, PyMemAllocatorEx};
 use crate::domain::{self, Domain};
 use crate::stats;
 
-/// Version of `PyCoreStats` this library fills in.
-pub const PYCORE_STATS_VERSION: u32 = 1;
+/// Version of `PyCoreStats` this library fills in. Version 1 (without
+/// `blocks_in_block_caches`) is still accepted.
+pub const PYCORE_STATS_VERSION: u32 = 2;
 /// Capacity of `PyCoreStats.classes`; `num_classes` of them are used.
 pub const PYCORE_STATS_MAX_CLASSES: usize = 128;
 
@@ -24,7 +25,8 @@ pub struct PyCoreClassStats {
     pub pools: usize,
     /// Blocks allocated.
     pub blocks_in_use: usize,
-    /// Blocks free or not yet carved in those pools.
+    /// Blocks free or not yet carved in those pools, including blocks
+    /// parked in the threads' block caches.
     pub blocks_available: usize,
 }
 
@@ -71,6 +73,9 @@ pub struct PyCoreStats {
     pub pools_given_back: u64,
     pub bytes_returned_to_os: u64,
     pub metadata_bytes: usize,
+    /// Version 2: freed blocks parked in the threads' block caches, ready
+    /// for their next allocations (counted in `blocks_available`).
+    pub blocks_in_block_caches: usize,
 }
 
 /// Allocate `size` bytes from the pooled allocator (requests above the
@@ -79,10 +84,16 @@ pub struct PyCoreStats {
 /// exceeds `PY_SSIZE_T_MAX`. Release with `PyCore_Free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyCore_Malloc(size: usize) -> *mut c_void {
+    malloc_export(Domain::Core, size, core_malloc_other)
+}
+
+#[cold]
+#[inline(never)]
+fn core_malloc_other(state: u8, size: usize) -> *mut c_void {
     if !size_ok(size) {
         return core::ptr::null_mut();
     }
-    domain::malloc(Domain::Core, size).cast()
+    domain::malloc_in(Domain::Core, state, size).cast()
 }
 
 /// Allocate `nelem * elsize` zeroed bytes; NULL if the product overflows
@@ -116,7 +127,16 @@ pub unsafe extern "C" fn PyCore_Realloc(ptr: *mut c_void, new_size: usize) -> *m
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyCore_Free(ptr: *mut c_void) {
     // SAFETY: guaranteed by the caller.
-    unsafe { domain::free(Domain::Core, ptr.cast(), "PyCore_Free") }
+    unsafe { free_export(Domain::Core, ptr, core_free_other) }
+}
+
+/// # Safety
+/// As for `PyCore_Free`.
+#[cold]
+#[inline(never)]
+unsafe fn core_free_other(state: u8, ptr: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { domain::free_in(Domain::Core, state, ptr.cast(), "PyCore_Free") }
 }
 
 /// 1 if `ptr` points into one of the pooled allocator's arenas, else 0.
@@ -163,15 +183,32 @@ pub extern "C" fn PyCore_Trim() {
 /// `stats` is NULL or points to a writable `PyCoreStats`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyCore_GetStats(stats: *mut PyCoreStats) -> c_int {
-    // SAFETY: guaranteed by the caller.
-    let Some(out) = (unsafe { stats.as_mut() }) else {
-        return -1;
-    };
-    if out.version != PYCORE_STATS_VERSION {
+    if stats.is_null() {
         return -1;
     }
+    // SAFETY: `stats` points to a writable PyCoreStats of some version,
+    // which starts with its version number.
+    let version = unsafe { (*stats).version };
+    // A version-1 caller's struct ends before the fields version 2 added.
+    let bytes = match version {
+        1 => core::mem::offset_of!(PyCoreStats, blocks_in_block_caches),
+        PYCORE_STATS_VERSION => core::mem::size_of::<PyCoreStats>(),
+        _ => return -1,
+    };
     let snap = stats::snapshot();
-    fill(out, &snap);
+    // SAFETY: PyCoreStats is plain integers, for which all-zero is valid.
+    let mut full: PyCoreStats = unsafe { core::mem::zeroed() };
+    full.version = version;
+    fill(&mut full, &snap);
+    // SAFETY: the caller's struct of `version` holds at least `bytes`
+    // bytes, and a local cannot overlap it.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            (&full as *const PyCoreStats).cast::<u8>(),
+            stats.cast::<u8>(),
+            bytes,
+        )
+    };
     0
 }
 
@@ -219,6 +256,7 @@ fn fill(out: &mut PyCoreStats, snap: &stats::Snapshot) {
     out.pools_given_back = snap.heaps.pools_given_back;
     out.bytes_returned_to_os = snap.bytes_returned_to_os;
     out.metadata_bytes = snap.metadata_bytes;
+    out.blocks_in_block_caches = snap.classes.iter().map(|c| c.blocks_cached).sum();
 }
 
 /// Print the statistics to `out` (stderr if NULL) in the layout of

@@ -7,7 +7,7 @@
 use core::ffi::c_void;
 use core::ptr::null_mut;
 
-use super::{count_ok, size_ok};
+use super::{count_ok, free_export, malloc_export, size_ok};
 use crate::domain::{self, Domain};
 use crate::object::{self, PyObject, PyTypeObject, PyVarObject, Py_ssize_t};
 
@@ -16,7 +16,12 @@ use crate::object::{self, PyObject, PyTypeObject, PyVarObject, Py_ssize_t};
 /// Release with `PyObject_Free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
-    let state = domain::state(Domain::Obj);
+    malloc_export(Domain::Obj, size, object_malloc_other)
+}
+
+#[cold]
+#[inline(never)]
+fn object_malloc_other(state: u8, size: usize) -> *mut c_void {
     if state != domain::PLAIN_POOLED {
         crate::forward_to_cpython!(state => PyObject_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
             size);
@@ -64,7 +69,15 @@ pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> 
 /// `ptr` is NULL or a live object-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
-    let state = domain::state(Domain::Obj);
+    // SAFETY: guaranteed by the caller.
+    unsafe { free_export(Domain::Obj, ptr, object_free_other) }
+}
+
+/// # Safety
+/// As for `PyObject_Free`.
+#[cold]
+#[inline(never)]
+unsafe fn object_free_other(state: u8, ptr: *mut c_void) {
     if state & domain::FREE_SLOW != 0 {
         crate::forward_to_cpython!(state => PyObject_Free as unsafe extern "C" fn(*mut c_void), ptr);
     }

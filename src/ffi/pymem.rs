@@ -4,7 +4,7 @@
 use core::ffi::c_void;
 use core::ptr::null_mut;
 
-use super::{count_ok, size_ok};
+use super::{count_ok, free_export, malloc_export, size_ok};
 use crate::domain::{self, Domain};
 
 /// Raw heap: allocate `size` bytes. Safe to call from any thread, with no
@@ -12,7 +12,12 @@ use crate::domain::{self, Domain};
 /// failure or when `size > PY_SSIZE_T_MAX`. Release with `PyMem_RawFree`.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_RawMalloc(size: usize) -> *mut c_void {
-    let state = domain::state(Domain::Raw);
+    malloc_export(Domain::Raw, size, raw_malloc_other)
+}
+
+#[cold]
+#[inline(never)]
+fn raw_malloc_other(state: u8, size: usize) -> *mut c_void {
     if state != domain::PLAIN_POOLED {
         crate::forward_to_cpython!(state => PyMem_RawMalloc as unsafe extern "C" fn(usize) -> *mut c_void,
             size);
@@ -60,7 +65,15 @@ pub unsafe extern "C" fn PyMem_RawRealloc(ptr: *mut c_void, new_size: usize) -> 
 /// `ptr` is NULL or a live raw-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_RawFree(ptr: *mut c_void) {
-    let state = domain::state(Domain::Raw);
+    // SAFETY: guaranteed by the caller.
+    unsafe { free_export(Domain::Raw, ptr, raw_free_other) }
+}
+
+/// # Safety
+/// As for `PyMem_RawFree`.
+#[cold]
+#[inline(never)]
+unsafe fn raw_free_other(state: u8, ptr: *mut c_void) {
     if state & domain::FREE_SLOW != 0 {
         crate::forward_to_cpython!(state => PyMem_RawFree as unsafe extern "C" fn(*mut c_void), ptr);
     }
@@ -73,7 +86,12 @@ pub unsafe extern "C" fn PyMem_RawFree(ptr: *mut c_void) {
 /// Release with `PyMem_Free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_Malloc(size: usize) -> *mut c_void {
-    let state = domain::state(Domain::Mem);
+    malloc_export(Domain::Mem, size, mem_malloc_other)
+}
+
+#[cold]
+#[inline(never)]
+fn mem_malloc_other(state: u8, size: usize) -> *mut c_void {
     if state != domain::PLAIN_POOLED {
         crate::forward_to_cpython!(state => PyMem_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
             size);
@@ -120,7 +138,15 @@ pub unsafe extern "C" fn PyMem_Realloc(ptr: *mut c_void, new_size: usize) -> *mu
 /// `ptr` is NULL or a live memory-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_Free(ptr: *mut c_void) {
-    let state = domain::state(Domain::Mem);
+    // SAFETY: guaranteed by the caller.
+    unsafe { free_export(Domain::Mem, ptr, mem_free_other) }
+}
+
+/// # Safety
+/// As for `PyMem_Free`.
+#[cold]
+#[inline(never)]
+unsafe fn mem_free_other(state: u8, ptr: *mut c_void) {
     if state & domain::FREE_SLOW != 0 {
         crate::forward_to_cpython!(state => PyMem_Free as unsafe extern "C" fn(*mut c_void), ptr);
     }
