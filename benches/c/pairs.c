@@ -104,8 +104,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: pairs LIBRARY MALLOC FREE N [pair|churn|teardown]\n");
         return 2;
     }
-    void *handle = strcmp(argv[1], "-") ? dlopen(argv[1], RTLD_NOW | RTLD_LOCAL) : RTLD_DEFAULT;
-    if (!handle) {
+    int global_scope = !strcmp(argv[1], "-");
+    void *handle = global_scope ? RTLD_DEFAULT : dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!global_scope && !handle) {
         fprintf(stderr, "pairs: %s\n", dlerror());
         return 2;
     }
