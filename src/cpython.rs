@@ -107,10 +107,25 @@ fn domain_of(ctx: *mut c_void) -> Domain {
 }
 
 unsafe extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    // The common case without a stack frame: a small request, no profiler.
+    if !profile::enabled() {
+        if let Some(block) = allocator::malloc_small(size) {
+            return block.cast();
+        }
+    }
+    // SAFETY: as below.
+    unsafe { hook_malloc_other(ctx, size) }
+}
+
+/// # Safety
+/// `ctx` is the address of this domain's entry in WRAPPED.
+#[cold]
+#[inline(never)]
+unsafe fn hook_malloc_other(ctx: *mut c_void, size: usize) -> *mut c_void {
     if profile::enabled() {
         profile::record(profile::Event::Malloc, domain_of(ctx), size);
     }
-    // SAFETY: `ctx` is the address of this domain's entry in WRAPPED.
+    // SAFETY: guaranteed by the caller.
     let previous = unsafe { &*(ctx as *const PyMemAllocatorEx) };
     allocator::malloc_with(&Previous(previous), size).cast()
 }

@@ -10,8 +10,8 @@
 //! * allocate: pop the class's block cache; else `avail[class]` → pool,
 //!   pop its free list, `used += 1`;
 //! * free of a block whose pool this heap owns: push onto the class's block
-//!   cache; when that is full, its older half goes back to the pools (push,
-//!   `used -= 1` each).
+//!   cache; when that is full, onto its pool's free list (push,
+//!   `used -= 1`).
 //!
 //! A block freed by another thread is pushed onto its owner heap's
 //! `remote_free` stack with one compare-and-swap; the owner takes the whole
@@ -71,7 +71,7 @@ pub struct Heap {
     /// Per class, blocks this thread freed, handed out first (see
     /// [`block_cache`]). First in the struct: both fast paths use it.
     cache: [BlockCache; NUM_SIZE_CLASSES],
-    /// Per class, the older half of the block cache.
+    /// Per class, the block cache's reserve half.
     cache_reserve: [Reserve; NUM_SIZE_CLASSES],
     /// Per class, the first pool that may have free blocks, or the empty
     /// sentinel.
@@ -217,9 +217,16 @@ pub unsafe fn free(block: *mut u8) {
         // SAFETY: this thread owns the pool, so the block may go into this
         // heap's cache for its class.
         unsafe {
-            let cache = &mut *cache_of_class_size(heap, (*pool).block_size);
-            if !cache.push(block.cast()) {
-                cache_full(heap, pool, block.cast());
+            let block_size = (*pool).block_size;
+            if (*cache_of_class_size(heap, block_size)).push(block.cast()) {
+                return;
+            }
+            if (*reserve_of_class_size(heap, block_size)).is_empty() {
+                start_reserve(heap, pool, block.cast());
+            } else {
+                // The whole cache is full: straight to the pool, inline,
+                // as a burst of frees (a teardown, a collection) does.
+                free_local(heap, pool, block.cast());
             }
         }
     } else {
@@ -230,21 +237,44 @@ pub unsafe fn free(block: *mut u8) {
 /// The block cache of `heap` for blocks of `block_size` bytes. The pool
 /// record's block size (next to its owner, which free reads anyway) gives
 /// the cache's address with no table and, with the default 16-byte
-/// spacing, no arithmetic: class `c` has blocks of `(c + 1) * ALIGNMENT`
-/// bytes.
+/// spacing and 16-byte entries, no arithmetic: class `c` has blocks of
+/// `(c + 1) * ALIGNMENT` bytes.
 ///
 /// # Safety
 /// `block_size` is the block size of one of the size classes.
 #[inline(always)]
 unsafe fn cache_of_class_size(heap: *mut Heap, block_size: u32) -> *mut BlockCache {
-    let block_size = block_size as usize;
-    // SAFETY: every class's block size is a non-zero multiple of the
-    // alignment (caller), so the class index is in range; telling the
-    // compiler lets it fold the shifts away.
+    // SAFETY: guaranteed by the caller; the offset selects entry `class`.
     unsafe {
-        core::hint::assert_unchecked(block_size % ALIGNMENT == 0 && block_size >= ALIGNMENT);
-        let class = block_size / ALIGNMENT - 1;
-        (*heap).cache.as_mut_ptr().add(class)
+        let first = (*heap).cache.as_mut_ptr();
+        first.byte_add(class_offset::<BlockCache>(block_size))
+    }
+}
+
+/// The block cache's reserve of `heap` for blocks of `block_size` bytes.
+///
+/// # Safety
+/// As for `cache_of_class_size`.
+#[inline(always)]
+unsafe fn reserve_of_class_size(heap: *mut Heap, block_size: u32) -> *mut Reserve {
+    // SAFETY: guaranteed by the caller; the offset selects entry `class`.
+    unsafe {
+        let first = (*heap).cache_reserve.as_mut_ptr();
+        first.byte_add(class_offset::<Reserve>(block_size))
+    }
+}
+
+/// Byte offset of the entry for blocks of `block_size` bytes in an array
+/// of `T` indexed by class: `class * size_of::<T>()`, where
+/// `block_size - ALIGNMENT` is `class * ALIGNMENT`.
+#[inline(always)]
+fn class_offset<T>(block_size: u32) -> usize {
+    let class_times_alignment = block_size as usize - ALIGNMENT;
+    let entry = core::mem::size_of::<T>();
+    if entry % ALIGNMENT == 0 {
+        class_times_alignment * (entry / ALIGNMENT)
+    } else {
+        class_times_alignment / ALIGNMENT * entry
     }
 }
 
@@ -285,22 +315,21 @@ fn new_caches() -> [BlockCache; NUM_SIZE_CLASSES] {
     core::array::from_fn(|class| BlockCache::with_limit(block_cache::limit_for(class, budget)))
 }
 
-/// The hot stack of `pool`'s class cache is full: it becomes the reserve,
-/// the older reserve goes back to the pools, then `block` starts the new
-/// hot stack (or, with caches off, goes straight to its pool).
+/// The hot stack of `pool`'s class cache is full and its reserve empty:
+/// the hot stack becomes the reserve and `block` starts a new one (with
+/// caches off, `block` goes straight to its pool).
 ///
 /// # Safety
 /// As for `free_local`.
 #[cold]
 #[inline(never)]
-unsafe fn cache_full(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
+unsafe fn start_reserve(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
     // SAFETY: exclusive use of the heap; cached blocks are free blocks of
     // its pools.
     unsafe {
         let class = (*pool).class();
         let cache = &mut (*heap).cache[class];
-        release_to_pools(heap, cache.rotate(&mut (*heap).cache_reserve[class]));
-        if !cache.push(block) {
+        if !(cache.try_rotate(&mut (*heap).cache_reserve[class]) && cache.push(block)) {
             free_local(heap, pool, block);
         }
     }
