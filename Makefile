@@ -34,7 +34,7 @@ RUNNER   := target/pymalloc-python
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
         clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz \
-        bench-instructions bench-rust bench-python
+        bench-instructions bench-rust bench-python bench-python-instructions
 
 all: headers runner
 
@@ -193,6 +193,12 @@ bench: peers $(SHARED) $(OUT)/bench
 bench-python: peers $(RUNNER)
 	$(PYTHON) benches/py/bench.py --python $(PY_EXE) --library $(CURDIR)/$(SHARED) --runner $(RUNNER) \
 	    --runs $(BENCH_RUNS) --out target/bench-python --plot
+
+# Whole-process instructions (callgrind) of each Python workload: stock,
+# and the runner with and without block caches. Repeatable where timings
+# on a shared machine are not.
+bench-python-instructions: $(RUNNER)
+	sh scripts/python_instructions.sh $(PY_EXE) $(RUNNER) | tee target/python-instructions.md
 
 # The Rust-level fast paths (criterion): PyMalloc and PyCore_* against the
 # mimalloc crate and the system allocator; HTML report in target/criterion.

@@ -14,8 +14,8 @@
 //!
 //! A cache holds at most `limit` blocks (from a byte budget per class,
 //! `PYMALLOC_BLOCK_CACHE_BYTES`, default [`DEFAULT_BYTES_PER_CLASS`]), in
-//! two halves (see [`BlockCache`]). When it is full, further frees go
-//! straight to their pools. Cached blocks still count as allocated in
+//! two halves (see [`BlockCache`]). When it is full, its older half goes
+//! back to the pools. Cached blocks still count as allocated in
 //! their pool (a pool with a cached block is not empty and is not
 //! returned); statistics report them as available, and `PyCore_Trim` and
 //! thread exit give them all back to their pools.
@@ -77,12 +77,10 @@ pub fn limit_for(class: usize, budget: usize) -> u32 {
 /// One class's cache: two stacks of free blocks linked through their first
 /// word, each holding at most half the limit. Frees push onto the hot
 /// stack and allocations pop from it. When the hot stack is full it
-/// becomes the reserve if that is empty; when both are full, frees go
-/// straight to their pools; when the hot stack is empty, the reserve
-/// becomes it. So a full cache costs a free no more than having no cache
-/// (no block is ever moved from the cache to a pool on the fast path's
-/// behalf), which matters when a program frees much more than it
-/// allocates for a while: a structure torn down, a garbage collection.
+/// becomes the reserve, and the previous reserve (the older half) goes
+/// back to the pools; when the hot stack is empty, the reserve becomes it.
+/// So a flush touches only the blocks it gives back (no walk to find the
+/// half to keep), and the blocks kept are the most recently freed.
 ///
 /// The hot stack (`BlockCache`, 16 bytes, one per class side by side in the
 /// heap, so that a class's entry is found from its block size with no
@@ -113,10 +111,6 @@ impl Reserve {
             blocks: null_mut(),
             len: AtomicU32::new(0),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.blocks.is_null()
     }
 }
 
@@ -194,21 +188,19 @@ impl BlockCache {
         true
     }
 
-    /// The hot stack is full: if the reserve is empty, the hot stack
-    /// becomes it (the hot stack is then empty, with room for `half`
-    /// blocks) and true is returned. A full reserve means the cache is
-    /// full: false, and the caller frees into the pools.
-    pub fn try_rotate(&mut self, reserve: &mut Reserve) -> bool {
-        if !reserve.blocks.is_null() {
-            return false;
-        }
+    /// The hot stack is full: it becomes the reserve, and the previous
+    /// reserve (the older half) is returned, a null-terminated list for
+    /// the pools. The hot stack is then empty, with room for `half` blocks
+    /// (none when the cache is off).
+    pub fn rotate(&mut self, reserve: &mut Reserve) -> *mut Block {
+        let older = reserve.blocks;
         reserve.blocks = self.head;
         reserve
             .len
             .store(self.half - self.room.load(Relaxed), Relaxed);
         self.head = null_mut();
         self.room.store(self.half, Relaxed);
-        true
+        older
     }
 
     /// Empty the cache: its two lists, for the pools.
@@ -261,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn the_full_hot_stack_becomes_the_reserve_until_both_are_full() {
+    fn the_full_hot_stack_becomes_the_reserve_and_the_older_half_leaves() {
         let mut storage = [[0usize; 2]; 12];
         let blocks: Vec<*mut Block> = storage.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
         let mut cache = BlockCache::with_limit(6);
@@ -272,31 +264,32 @@ mod tests {
                 assert!(cache.push(block));
             }
             assert!(!cache.push(blocks[3]), "the hot stack holds half the limit");
-            assert!(cache.try_rotate(&mut reserve), "into the empty reserve");
+            assert!(cache.rotate(&mut reserve).is_null(), "no older reserve yet");
             assert_eq!(cache.len(&reserve), 3);
             for &block in &blocks[3..6] {
                 assert!(cache.push(block));
             }
             assert_eq!(cache.len(&reserve), 6);
             assert!(!cache.push(blocks[6]));
-            assert!(
-                !cache.try_rotate(&mut reserve),
-                "full: the free goes to its pool"
+            // The oldest three come back, most recent first.
+            assert_eq!(
+                list(cache.rotate(&mut reserve)),
+                vec![blocks[2], blocks[1], blocks[0]]
             );
-            assert_eq!(cache.len(&reserve), 6);
-            assert_eq!(cache.pop(), blocks[5]);
-            assert_eq!(cache.pop(), blocks[4]);
-            assert_eq!(cache.pop(), blocks[3]);
+            assert_eq!(cache.len(&reserve), 3);
+            assert!(cache.push(blocks[6]));
+            assert_eq!(cache.pop(), blocks[6]);
             assert!(cache.pop().is_null(), "hot stack empty");
             assert_eq!(
                 cache.pop_reserve(&mut reserve),
-                blocks[2],
+                blocks[5],
                 "the reserve takes over"
             );
-            assert_eq!(cache.len(&reserve), 2);
+            assert_eq!(cache.pop(), blocks[4]);
+            assert_eq!(cache.len(&reserve), 1);
             assert!(cache.push(blocks[7]));
             let [hot, older] = cache.take_all(&mut reserve);
-            assert_eq!(list(hot), vec![blocks[7], blocks[1], blocks[0]]);
+            assert_eq!(list(hot), vec![blocks[7], blocks[3]]);
             assert!(older.is_null());
             assert_eq!(cache.len(&reserve), 0);
             assert!(cache.pop().is_null());

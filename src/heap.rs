@@ -217,16 +217,8 @@ pub unsafe fn free(block: *mut u8) {
         // SAFETY: this thread owns the pool, so the block may go into this
         // heap's cache for its class.
         unsafe {
-            let block_size = (*pool).block_size;
-            if (*cache_of_class_size(heap, block_size)).push(block.cast()) {
-                return;
-            }
-            if (*reserve_of_class_size(heap, block_size)).is_empty() {
-                start_reserve(heap, pool, block.cast());
-            } else {
-                // The whole cache is full: straight to the pool, inline,
-                // as a burst of frees (a teardown, a collection) does.
-                free_local(heap, pool, block.cast());
+            if !(*cache_of_class_size(heap, (*pool).block_size)).push(block.cast()) {
+                cache_full(heap, pool, block.cast());
             }
         }
     } else {
@@ -248,19 +240,6 @@ unsafe fn cache_of_class_size(heap: *mut Heap, block_size: u32) -> *mut BlockCac
     unsafe {
         let first = (*heap).cache.as_mut_ptr();
         first.byte_add(class_offset::<BlockCache>(block_size))
-    }
-}
-
-/// The block cache's reserve of `heap` for blocks of `block_size` bytes.
-///
-/// # Safety
-/// As for `cache_of_class_size`.
-#[inline(always)]
-unsafe fn reserve_of_class_size(heap: *mut Heap, block_size: u32) -> *mut Reserve {
-    // SAFETY: guaranteed by the caller; the offset selects entry `class`.
-    unsafe {
-        let first = (*heap).cache_reserve.as_mut_ptr();
-        first.byte_add(class_offset::<Reserve>(block_size))
     }
 }
 
@@ -315,21 +294,31 @@ fn new_caches() -> [BlockCache; NUM_SIZE_CLASSES] {
     core::array::from_fn(|class| BlockCache::with_limit(block_cache::limit_for(class, budget)))
 }
 
-/// The hot stack of `pool`'s class cache is full and its reserve empty:
-/// the hot stack becomes the reserve and `block` starts a new one (with
-/// caches off, `block` goes straight to its pool).
+/// The hot stack of `pool`'s class cache is full: the reserve (the older
+/// half) goes back to the pools, the hot stack becomes the reserve, and
+/// `block` starts a new hot stack (with caches off, `block` goes straight
+/// to its pool).
+///
+/// Keeping the most recently freed blocks, rather than the first ones
+/// cached, matters for memory: measured on benches/py/peak.py (300 MB of
+/// objects built and freed, then ordinary work), a cache that kept its
+/// blocks and sent later frees straight to the pools (8 instructions less
+/// per free in a teardown) held blocks freed early in the teardown, which
+/// kept 55-70 MiB of arenas mapped for good; this way the process is back
+/// at stock CPython's 15 MiB.
 ///
 /// # Safety
 /// As for `free_local`.
 #[cold]
 #[inline(never)]
-unsafe fn start_reserve(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
+unsafe fn cache_full(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
     // SAFETY: exclusive use of the heap; cached blocks are free blocks of
     // its pools.
     unsafe {
         let class = (*pool).class();
         let cache = &mut (*heap).cache[class];
-        if !(cache.try_rotate(&mut (*heap).cache_reserve[class]) && cache.push(block)) {
+        release_to_pools(heap, cache.rotate(&mut (*heap).cache_reserve[class]));
+        if !cache.push(block) {
             free_local(heap, pool, block);
         }
     }
@@ -1086,8 +1075,11 @@ mod tests {
         let class = 3;
         let blocks: Vec<usize> = (0..5000).map(|_| alloc(class) as usize).collect();
         let heap = thread::current_heap();
-        // SAFETY: reading this thread's own counters.
+        // SAFETY: this thread's own heap and counters. A heap adopted from
+        // an exited thread may come with frees of its blocks pending: take
+        // them first, so that only this test's frees are counted.
         let received_before = unsafe {
+            collect_remote_frees(heap);
             (*heap)
                 .counters
                 .remote_frees_received
@@ -1109,7 +1101,9 @@ mod tests {
                 .counters
                 .remote_frees_received
                 .load(Ordering::Relaxed);
-            assert_eq!(received - received_before, 5000);
+            // Other tests' threads may free blocks of this heap meanwhile
+            // (it may be an adopted one), so at least ours arrived.
+            assert!(received - received_before >= 5000);
         }
     }
 
