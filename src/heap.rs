@@ -152,19 +152,19 @@ pub fn alloc(class: usize) -> *mut u8 {
     let heap = thread::current_heap();
     {
         // SAFETY: the slot holds this thread's heap or a never-written
-        // placeholder, whose caches are empty and whose class slots are the
-        // sentinel; cached blocks are free blocks of the heap's pools;
-        // `avail` entries are pools it owns or the sentinel; `class` is in
-        // range; a non-null free block lies inside its pool.
+        // placeholder, whose caches are empty (so only read here, never
+        // borrowed mutably) and whose class slots are the sentinel; cached
+        // blocks are free blocks of the heap's pools; `avail` entries are
+        // pools it owns or the sentinel; `class` is in range; a non-null
+        // free block lies inside its pool.
         unsafe {
-            let cache = (*heap).cache.get_unchecked_mut(class);
-            let cached = cache.pop();
-            if !cached.is_null() {
-                return cached.cast();
+            let cache = (*heap).cache.as_mut_ptr().add(class);
+            if (*cache).has_blocks() {
+                return (*cache).pop().cast();
             }
-            let cached = cache.pop_reserve((*heap).cache_reserve.get_unchecked_mut(class));
-            if !cached.is_null() {
-                return cached.cast();
+            let reserve = (*heap).cache_reserve.as_mut_ptr().add(class);
+            if (*reserve).has_blocks() {
+                return (*cache).pop_reserve(&mut *reserve).cast();
             }
             let pool = *(*heap).avail.get_unchecked(class);
             let block = (*pool).free;
@@ -317,6 +317,9 @@ unsafe fn cache_full(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
     unsafe {
         let class = (*pool).class();
         let cache = &mut (*heap).cache[class];
+        if cache.is_off() {
+            return free_local(heap, pool, block);
+        }
         release_to_pools(heap, cache.rotate(&mut (*heap).cache_reserve[class]));
         if !cache.push(block) {
             free_local(heap, pool, block);
@@ -764,16 +767,8 @@ impl Registry {
                 heap,
                 Heap {
                     cache: new_caches(),
-                    cache_reserve: [const { Reserve::empty() }; NUM_SIZE_CLASSES],
-                    avail: [EMPTY_POOL.as_ptr(); NUM_SIZE_CLASSES],
-                    remote_free: AtomicPtr::new(null_mut()),
-                    empty: null_mut(),
-                    empty_count: 0,
-                    pools_owned: AtomicUsize::new(0),
-                    state: AtomicU8::new(HeapState::Free as u8),
                     all_next: self.all,
-                    list_next: null_mut(),
-                    counters: HeapCounters::default(),
+                    ..placeholder_heap()
                 },
             );
         }
