@@ -498,7 +498,9 @@ mod tests {
             kept.reclaimed, before.reclaimed,
             "released before the decay time"
         );
-        assert!(arenas.free_arenas_kept() >= 3);
+        // At least two of the three are wholly free: the first pools taken
+        // may share an arena with other tests' live pools.
+        assert!(arenas.free_arenas_kept() >= 2);
         set_decay_ms(20);
         arenas.next_decay_pass_ms = 0;
         std::thread::sleep(std::time::Duration::from_millis(40));

@@ -158,11 +158,15 @@ pub fn alloc(class: usize) -> *mut u8 {
         // pools it owns or the sentinel; `class` is in range; a non-null
         // free block lies inside its pool.
         unsafe {
-            let cache = (*heap).cache.as_mut_ptr().add(class);
+            let cache = ptr::addr_of_mut!((*heap).cache)
+                .cast::<BlockCache>()
+                .add(class);
             if (*cache).has_blocks() {
                 return (*cache).pop().cast();
             }
-            let reserve = (*heap).cache_reserve.as_mut_ptr().add(class);
+            let reserve = ptr::addr_of_mut!((*heap).cache_reserve)
+                .cast::<Reserve>()
+                .add(class);
             if (*reserve).has_blocks() {
                 return (*cache).pop_reserve(&mut *reserve).cast();
             }
@@ -238,7 +242,7 @@ pub unsafe fn free(block: *mut u8) {
 unsafe fn cache_of_class_size(heap: *mut Heap, block_size: u32) -> *mut BlockCache {
     // SAFETY: guaranteed by the caller; the offset selects entry `class`.
     unsafe {
-        let first = (*heap).cache.as_mut_ptr();
+        let first = ptr::addr_of_mut!((*heap).cache).cast::<BlockCache>();
         first.byte_add(class_offset::<BlockCache>(block_size))
     }
 }
