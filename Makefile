@@ -73,6 +73,9 @@ $(OUT)/asan/%: c_tests/%.c $(wildcard c_tests/*.h) $(STATIC) include/pymalloc.h
 test-c: $(addprefix $(OUT)/,$(C_TESTS))
 	@for t in $(C_TESTS); do echo "== $$t"; $(OUT)/$$t || exit 1; done
 	@echo "== test_stats_profile, block caches off"; PYMALLOC_BLOCK_CACHE_BYTES=0 $(OUT)/test_stats_profile
+	@echo "== test_random_blocks, no arena space (every arena mapped on its own)"; PYMALLOC_ARENA_SPACE=0 $(OUT)/test_random_blocks
+	@echo "== test_random_blocks, a 4 MiB arena space (full early: arenas in and outside it)"; PYMALLOC_ARENA_SPACE=4M $(OUT)/test_random_blocks
+	@echo "== test_thread_handoff, a 4 MiB arena space"; PYMALLOC_ARENA_SPACE=4M $(OUT)/test_thread_handoff
 
 test-c-asan: $(addprefix $(OUT)/asan/,$(C_TESTS))
 	@for t in $(C_TESTS); do echo "== $$t (ASan+UBSan, static library)"; \

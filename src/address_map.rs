@@ -9,6 +9,10 @@
 //! levels cover the `ADDRESS_BITS`-bit user address space: a static root
 //! and leaves mapped on demand. Lookups are lock-free (two dependent loads);
 //! leaves are only ever added, and slots change only under the arena lock.
+//!
+//! Free paths try the arena space's one-compare check first
+//! ([`crate::arena_space::contains`]) and the tree only for arenas mapped
+//! outside it (see [`is_ours`]).
 
 use core::ptr::{null_mut, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -59,10 +63,18 @@ pub fn arena_of(address: usize) -> Option<NonNull<Arena>> {
     NonNull::new(slot.load(Ordering::Acquire))
 }
 
-/// Whether `address` lies inside one of our arenas.
+/// Whether `address` lies inside one of our arenas: exact for any value.
 #[inline(always)]
 pub fn contains(address: usize) -> bool {
     arena_of(address).is_some()
+}
+
+/// Whether `address`, null or a live block of ours or of another
+/// allocator, is ours. Not for arbitrary values: an address in the arena
+/// space where no arena lives now answers true (use [`contains`]).
+#[inline]
+pub fn is_ours(address: usize) -> bool {
+    crate::arena_space::contains(address) || contains(address)
 }
 
 /// Why an arena could not be recorded.

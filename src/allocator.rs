@@ -15,6 +15,7 @@
 use core::ptr;
 
 use crate::address_map;
+use crate::arena_space;
 use crate::heap;
 use crate::size_class::class_of;
 use crate::system;
@@ -129,9 +130,26 @@ pub fn calloc_with<F: Fallback>(fallback: &F, count: usize, size: usize) -> *mut
 /// `block` is null, or a live block of this allocator or of `fallback`.
 #[inline(always)]
 pub unsafe fn free_with<F: Fallback>(fallback: &F, block: *mut u8) {
+    if arena_space::contains(block as usize) {
+        // SAFETY: a live block (caller) in the arena space is in one of
+        // our arenas.
+        unsafe { heap::free(block) }
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { free_outside_space(fallback, block) }
+    }
+}
+
+/// Null, a block of an arena mapped outside the arena space, or the
+/// fallback's: out of line, so that the fast path above needs no frame.
+///
+/// # Safety
+/// As for `free_with`.
+#[cold]
+#[inline(never)]
+unsafe fn free_outside_space<F: Fallback>(fallback: &F, block: *mut u8) {
     if address_map::contains(block as usize) {
-        // SAFETY: the address map says the block is in one of our arenas,
-        // and the caller says it is live.
+        // SAFETY: the address map says the live block is in one of our arenas.
         unsafe { heap::free(block) }
     } else if !block.is_null() {
         // SAFETY: not ours, so (caller) a live block of the fallback.
@@ -145,7 +163,7 @@ pub unsafe fn realloc_with<F: Fallback>(fallback: &F, block: *mut u8, size: usiz
     if block.is_null() {
         return malloc_with(fallback, size);
     }
-    if !address_map::contains(block as usize) {
+    if !address_map::is_ours(block as usize) {
         // SAFETY: not ours, so (caller) a live block of the fallback.
         return unsafe { fallback.realloc(block, size) };
     }

@@ -18,13 +18,20 @@
 //! memory back to the OS at the next arena operation after the delay, or at
 //! once with `PyCore_Trim()`. Decay 0 returns them at once, as CPython does.
 //!
+//! Arena memory comes from the arena space ([`arena_space`]), a span
+//! reserved up front so that the free path recognises our blocks with one
+//! compare; given-back arenas are decommitted in place. When the span
+//! cannot serve (full, refused, or an address-space limit in force), an
+//! arena is mapped on its own and found through the address map.
+//!
 //! Arena records live outside the arenas (so that whole arenas can be
-//! unmapped) in metadata chunks mapped from the OS and recycled.
+//! given back) in metadata chunks mapped from the OS and recycled.
 
 use core::ptr::{self, null_mut, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::address_map;
+use crate::arena_space::{ArenaSpace, SpaceView, Taken};
 use crate::config::{ARENA_SIZE, BLOCK_POOLS_PER_ARENA, METADATA_POOLS};
 use crate::os;
 use crate::pool::{self, Pool, PoolState};
@@ -108,6 +115,8 @@ pub struct Arenas {
     pub counters: ArenaCounters,
     /// Arenas with no free pool (in no bucket), linked like a bucket.
     full: *mut Arena,
+    /// Where arena memory comes from first.
+    space: ArenaSpace,
 }
 
 // SAFETY: the raw pointers refer to arena records and pools that are only
@@ -130,6 +139,7 @@ pub static ARENAS: Locked<Arenas> = Locked::new(Arenas {
         current: 0,
     },
     full: null_mut(),
+    space: ArenaSpace::new(),
 });
 
 /// A summary of one mapped arena for statistics.
@@ -341,7 +351,12 @@ impl Arenas {
 
     fn new_arena(&mut self) -> Option<*mut Arena> {
         let record = self.new_record()?;
-        let Some(memory) = os::map_aligned(ARENA_SIZE, ARENA_SIZE) else {
+        let memory = match self.space.take() {
+            Taken::Slot(slot) => Some(slot),
+            Taken::Unavailable => os::map_aligned(ARENA_SIZE, ARENA_SIZE),
+            Taken::OutOfMemory => None,
+        };
+        let Some(memory) = memory else {
             self.recycle_record(record);
             return None;
         };
@@ -363,8 +378,8 @@ impl Arenas {
         }
         // SAFETY: `record` was just initialised.
         if address_map::insert(base, unsafe { NonNull::new_unchecked(record) }).is_err() {
-            // SAFETY: the arena was mapped above and nothing refers to it.
-            unsafe { os::unmap(memory, ARENA_SIZE) };
+            // SAFETY: the arena was obtained above and nothing refers to it.
+            unsafe { self.give_back_memory(base) };
             self.recycle_record(record);
             return None;
         }
@@ -386,11 +401,31 @@ impl Arenas {
             self.unlink(arena);
             let base = (*arena).base;
             address_map::remove(base);
-            os::unmap(NonNull::new_unchecked(base as *mut u8), ARENA_SIZE);
+            self.give_back_memory(base);
         }
         self.recycle_record(arena);
         self.counters.current -= 1;
         self.counters.reclaimed += 1;
+    }
+
+    /// Return an arena's memory to where it came from.
+    ///
+    /// # Safety
+    /// `base` is an arena's memory that nothing refers to any more.
+    unsafe fn give_back_memory(&mut self, base: usize) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            if self.space.holds(base) {
+                self.space.give_back(base);
+            } else {
+                os::unmap(NonNull::new_unchecked(base as *mut u8), ARENA_SIZE);
+            }
+        }
+    }
+
+    /// The arena space's state, for statistics.
+    pub fn space_view(&self) -> SpaceView {
+        self.space.view()
     }
 
     fn recycle_record(&mut self, record: *mut Arena) {

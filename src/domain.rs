@@ -414,6 +414,14 @@ pub fn configure_from_env() {
                     std::process::abort();
                 }
             }
+            let space = lookup("PYMALLOC_ARENA_SPACE");
+            match crate::arena_space::space_from_env(space.as_deref()) {
+                Ok(bytes) => crate::arena_space::set_space_bytes(bytes),
+                Err(error) => {
+                    crate::report::message(format_args!("{error}"));
+                    std::process::abort();
+                }
+            }
             let cache_bytes = lookup("PYMALLOC_BLOCK_CACHE_BYTES");
             match crate::block_cache::bytes_from_env(cache_bytes.as_deref()) {
                 Ok(bytes) => crate::block_cache::set_bytes_per_class(bytes),

@@ -25,7 +25,11 @@
 //!                  v  pool exhausted / empty                          } paths
 //!           Arenas (global, locked): 1 MiB, aligned, 64 pools each
 //!                  |
-//!                 OS (mmap / munmap)        Address map: pointer -> arena, lock-free
+//!           Arena space: 32 GiB reserved      free: "ours?" = one compare
+//!           up front, slots committed and     against the space; arenas
+//!           decommitted in place              outside it: address map
+//!                  |                          (pointer -> arena, lock-free)
+//!                 OS (mmap / mprotect / munmap)
 //! ```
 //!
 //! * A **block** is what a caller gets: `ALIGNMENT`-spaced size classes
@@ -34,6 +38,9 @@
 //!   and is owned by one heap at a time ([`pool`]).
 //! * An **arena** (1 MiB, aligned to its size) is carved into pools; arenas
 //!   are the unit taken from and returned to the OS ([`arena`], [`os`]).
+//!   They come from the **arena space**, address space reserved once, so
+//!   that free tells our blocks from malloc's with one compare
+//!   ([`arena_space`]); an arena the space cannot hold is mapped on its own.
 //! * The **address map** tells, for any pointer, whether it is in one of
 //!   our arenas, so a pointer from malloc freed through this API goes back
 //!   to malloc ([`address_map`]).
@@ -65,6 +72,7 @@
 pub mod address_map;
 pub mod allocator;
 pub mod arena;
+pub mod arena_space;
 pub mod block_cache;
 pub mod config;
 pub mod cpython;

@@ -1,5 +1,8 @@
 //! The OS layer: address space for arenas and for the allocator's own
-//! metadata, straight from `mmap`, and its return with `munmap`.
+//! metadata, straight from `mmap`, and its return with `munmap`; and the
+//! arena space's reservation, commit and decommit (`PROT_NONE` address
+//! space, `mprotect` to use it, a fresh `PROT_NONE` mapping over it to drop
+//! its pages).
 //!
 //! Everything the allocator keeps comes through here, so this is also where
 //! out-of-memory is injected in tests (`inject_map_failures`).
@@ -111,6 +114,99 @@ pub unsafe fn unmap(addr: NonNull<u8>, size: usize) {
     }
 }
 
+/// Reserve `size` bytes of address space aligned to `align`: no access,
+/// no memory, no commit charge until [`commit`]. Not subject to injected
+/// failures (it is address space, not memory).
+pub fn reserve_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
+    debug_assert!(align.is_power_of_two() && size % page_size() == 0);
+    let span = size.checked_add(align)?;
+    // SAFETY: a fresh anonymous mapping at an address of the kernel's
+    // choosing cannot alias anything; failure is reported as MAP_FAILED.
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            span,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return None;
+    }
+    let raw = raw as usize;
+    let start = (raw + align - 1) & !(align - 1);
+    let head = start - raw;
+    let tail = span - head - size;
+    // SAFETY: both trimmed ranges lie inside the reservation made just
+    // above and outside [start, start + size), which the caller receives.
+    unsafe {
+        if head > 0 {
+            libc::munmap(raw as *mut libc::c_void, head);
+        }
+        if tail > 0 {
+            libc::munmap((start + size) as *mut libc::c_void, tail);
+        }
+    }
+    NonNull::new(start as *mut u8)
+}
+
+/// Make `[address, address + size)` of a reservation readable and
+/// writable. Its pages read as zero (they were never touched, or were
+/// dropped by [`decommit`]). False when the OS refuses (strict overcommit
+/// accounting) or a failure is injected.
+pub fn commit(address: usize, size: usize) -> bool {
+    if injected_failure() {
+        return false;
+    }
+    // SAFETY: the caller passes a range of a reservation of ours, which
+    // nothing else refers to.
+    unsafe {
+        libc::mprotect(
+            address as *mut libc::c_void,
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+        ) == 0
+    }
+}
+
+/// Give the pages of a committed range back to the OS and make it
+/// inaccessible again, keeping the addresses reserved: a fresh `PROT_NONE`
+/// mapping replaces the old one in a single call (it also returns the
+/// commit charge, which `madvise(MADV_DONTNEED)` would not).
+///
+/// # Safety
+/// `[address, address + size)` is a committed range of a reservation of
+/// ours that nothing refers to any more.
+pub unsafe fn decommit(address: usize, size: usize) {
+    // SAFETY: MAP_FIXED replaces only the caller's range, which is ours.
+    let replaced = unsafe {
+        libc::mmap(
+            address as *mut libc::c_void,
+            size,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if replaced != libc::MAP_FAILED {
+        BYTES_UNMAPPED.fetch_add(size as u64, Ordering::Relaxed);
+    }
+}
+
+/// Whether the process has a finite address-space limit (`RLIMIT_AS`).
+pub fn address_space_limited() -> bool {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-parameter.
+    let status = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) };
+    status == 0 && limit.rlim_cur != libc::RLIM_INFINITY
+}
+
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -136,6 +232,27 @@ mod tests {
             *addr.as_ptr().add(size - 1) = 7;
             unmap(addr, size);
         }
+    }
+
+    #[test]
+    fn reserved_space_commits_decommits_and_commits_again_zeroed() {
+        let size = 1 << 20;
+        let base = reserve_aligned(4 * size, size).expect("reserve").as_ptr() as usize;
+        assert_eq!(base % size, 0);
+        let slot = base + size;
+        assert!(commit(slot, size));
+        // SAFETY: committed just above.
+        unsafe {
+            *((slot + 8) as *mut u64) = 42;
+            decommit(slot, size);
+        }
+        assert!(commit(slot, size));
+        // SAFETY: committed again; decommit dropped the page.
+        assert_eq!(unsafe { *((slot + 8) as *const u64) }, 0);
+        inject_map_failures(1);
+        assert!(!commit(base, size), "an injected failure refuses a commit");
+        // SAFETY: the whole reservation is ours and unused.
+        unsafe { unmap(NonNull::new(base as *mut u8).unwrap(), 4 * size) };
     }
 
     #[test]

@@ -7,6 +7,7 @@ use core::fmt::Write;
 
 use crate::address_map;
 use crate::arena::{ArenaCounters, ARENAS};
+use crate::arena_space::SpaceView;
 use crate::config::{
     ALIGNMENT, ARENA_SIZE, METADATA_POOLS, NUM_SIZE_CLASSES, POOLS_PER_ARENA, POOL_SIZE,
     SMALL_REQUEST_THRESHOLD,
@@ -40,6 +41,7 @@ pub struct Snapshot {
     pub bytes_lost_to_quantization: usize,
     pub address_map_leaves: usize,
     pub address_map_bytes: usize,
+    pub arena_space: SpaceView,
     pub heaps: HeapTotals,
     pub bytes_returned_to_os: u64,
     pub metadata_bytes: usize,
@@ -65,6 +67,8 @@ pub fn snapshot() -> Snapshot {
         let arenas = ARENAS.lock();
         snap.arenas = arenas.counters;
         snap.metadata_bytes += arenas.metadata_bytes();
+        snap.arena_space = arenas.space_view();
+        snap.metadata_bytes += snap.arena_space.bookkeeping_bytes;
         for view in arenas.views() {
             snap.unused_pools += POOLS_PER_ARENA - view.carved;
             for index in METADATA_POOLS..view.carved {
@@ -211,6 +215,21 @@ pub fn render(snap: &Snapshot) -> String {
         (snap.address_map_leaves * address_map::LEAF_BYTES) as u64,
     );
     line(&mut out, "Total", snap.address_map_bytes as u64);
+    out.push_str("\narena space\n");
+    let space = &snap.arena_space;
+    line(&mut out, "# bytes reserved", space.reserved_bytes as u64);
+    let in_space = space.slots_handed_out - space.slots_given_back;
+    line(&mut out, "# arenas in the space", in_space as u64);
+    line(
+        &mut out,
+        "# arenas mapped outside it",
+        snap.arenas.current.saturating_sub(in_space as u64),
+    );
+    line(
+        &mut out,
+        "# slots given back, reusable",
+        space.slots_given_back as u64,
+    );
     out.push_str("\nthread heaps\n");
     let h = &snap.heaps;
     line(&mut out, "# heaps live", h.live as u64);

@@ -1,0 +1,398 @@
+//! The arena space: one span of address space, reserved up front (no
+//! memory, no commit charge), out of which arenas are carved. Its point is
+//! the free path: "is this block ours?" becomes one subtraction and one
+//! compare against the part of the span handed out so far, instead of the
+//! two dependent loads of the address map's radix tree.
+//!
+//! The answer is exact for every pointer a caller may pass to free: a live
+//! block of ours is inside the span, and a live block of any other
+//! allocator cannot be, because the span stays reserved for the life of
+//! the process (arenas given back are decommitted in place, never
+//! unmapped, so the kernel never reuses their addresses). For arbitrary
+//! pointer values (`PyCore_IsPooled`) the address map stays the exact
+//! answer: it also knows which slots hold a live arena.
+//!
+//! Arenas are mapped on their own, outside the span, and found through
+//! the address map alone (a cold call on free), when:
+//! * the span is full, or its reservation was refused (too little
+//!   address space, or `PYMALLOC_ARENA_SPACE=0`);
+//! * the process has a finite address-space limit (`RLIMIT_AS`, `ulimit
+//!   -v`): committing inside a reservation does not count against it, so
+//!   the kernel could not hold our arenas to the limit. Mapped one by one
+//!   they count, and allocation fails when the limit is reached.
+//!
+//! All bookkeeping happens under the arena lock: the [`ArenaSpace`] value
+//! lives in `arena::Arenas`. Only the span's bounds are global, for the
+//! lock-free check.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::config::ARENA_SIZE;
+use crate::os;
+
+/// Address space reserved for arenas unless `PYMALLOC_ARENA_SPACE` says
+/// otherwise: more than this machine kind's memory, so that in practice
+/// every arena is in the span; small enough for valgrind, which refuses
+/// reservations of 64 GiB.
+pub const DEFAULT_SPACE_BYTES: u64 = 32 << 30;
+
+/// The largest span accepted (a quarter of the 47-bit user address space).
+pub const MAX_SPACE_BYTES: u64 = 1 << 45;
+
+static SPACE_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_SPACE_BYTES);
+
+/// The bounds read by [`contains`]: `[base, base + handed_out)`. `base` is
+/// written once, before `handed_out` first becomes non-zero (Release), and
+/// `handed_out` only grows. Both in one record so that the check loads one
+/// address.
+#[repr(C)]
+struct Bounds {
+    base: AtomicUsize,
+    handed_out: AtomicUsize,
+}
+
+static BOUNDS: Bounds = Bounds {
+    base: AtomicUsize::new(0),
+    handed_out: AtomicUsize::new(0),
+};
+
+/// Whether `address` lies in the part of the span handed out to arenas.
+/// True for every live block in an arena of the span, false for every live
+/// block of another allocator and for null (see the module documentation
+/// for why no other pointer a free may receive can answer wrongly).
+#[inline(always)]
+pub fn contains(address: usize) -> bool {
+    // Acquire, then base: a non-zero extent implies the base is visible.
+    let handed_out = BOUNDS.handed_out.load(Ordering::Acquire);
+    address.wrapping_sub(BOUNDS.base.load(Ordering::Relaxed)) < handed_out
+}
+
+/// The span's size for the next reservation (`PYMALLOC_ARENA_SPACE`).
+pub fn set_space_bytes(bytes: u64) {
+    SPACE_BYTES.store(bytes, Ordering::Relaxed);
+}
+
+pub fn space_bytes() -> u64 {
+    SPACE_BYTES.load(Ordering::Relaxed)
+}
+
+/// `PYMALLOC_ARENA_SPACE`: a size in bytes with an optional `K`, `M`, `G`
+/// or `T` suffix (powers of 1024), a multiple of the arena size and at
+/// most `MAX_SPACE_BYTES`; `0` reserves nothing (every arena mapped on its
+/// own). Unset keeps the default.
+pub fn space_from_env(value: Option<&str>) -> Result<u64, String> {
+    let Some(text) = value else {
+        return Ok(DEFAULT_SPACE_BYTES);
+    };
+    let trimmed = text.trim();
+    let (digits, unit) = match trimmed.char_indices().last() {
+        Some((at, suffix)) if suffix.is_ascii_alphabetic() => {
+            let shift = match suffix.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => 64,
+            };
+            (&trimmed[..at], shift)
+        }
+        _ => (trimmed, 0),
+    };
+    let invalid = || {
+        format!(
+            "PYMALLOC_ARENA_SPACE={text:?}: expected a size such as 32G, 512M or 0 \
+             (a multiple of the {ARENA_SIZE}-byte arena size, at most {}G)",
+            MAX_SPACE_BYTES >> 30
+        )
+    };
+    let number: u64 = digits.parse().map_err(|_| invalid())?;
+    if unit == 64 {
+        return Err(invalid());
+    }
+    let bytes = number.checked_mul(1 << unit).ok_or_else(invalid)?;
+    if bytes > MAX_SPACE_BYTES || bytes % ARENA_SIZE as u64 != 0 {
+        return Err(invalid());
+    }
+    Ok(bytes)
+}
+
+/// What [`ArenaSpace::take`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// A committed, zeroed arena-sized slot at this address.
+    Slot(NonNull<u8>),
+    /// No slot to be had here: map the arena on its own.
+    Unavailable,
+    /// The OS refused to commit memory for the slot.
+    OutOfMemory,
+}
+
+/// Where the span stands in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    NotYetReserved,
+    Reserved,
+    /// Refused, or configured off: never asked for again.
+    Absent,
+}
+
+/// The span's slot bookkeeping (under the arena lock).
+pub struct ArenaSpace {
+    state: State,
+    base: usize,
+    slots: usize,
+    /// Slots below this were handed out at some time (the global extent).
+    handed_out: usize,
+    /// Given-back slots: one bit each, set while decommitted and free.
+    given_back: *mut u64,
+    given_back_count: usize,
+    /// No word below this one has a bit set.
+    first_candidate_word: usize,
+}
+
+// SAFETY: the bitmap is owned by the value and only touched through
+// `&mut self`, which the arena lock serialises.
+unsafe impl Send for ArenaSpace {}
+
+/// What the statistics show of the span.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpaceView {
+    pub reserved_bytes: usize,
+    pub slots_handed_out: usize,
+    pub slots_given_back: usize,
+    /// The given-back bitmap's own memory.
+    pub bookkeeping_bytes: usize,
+}
+
+impl ArenaSpace {
+    pub const fn new() -> Self {
+        ArenaSpace {
+            state: State::NotYetReserved,
+            base: 0,
+            slots: 0,
+            handed_out: 0,
+            given_back: core::ptr::null_mut(),
+            given_back_count: 0,
+            first_candidate_word: 0,
+        }
+    }
+
+    /// A committed slot for a new arena, reserving the span on first use.
+    pub fn take(&mut self) -> Taken {
+        if os::address_space_limited() {
+            return Taken::Unavailable;
+        }
+        if self.state == State::NotYetReserved {
+            self.reserve(space_bytes() as usize);
+        }
+        if self.state != State::Reserved {
+            return Taken::Unavailable;
+        }
+        let (slot, fresh) = match self.lowest_given_back() {
+            Some(slot) => (slot, false),
+            None if self.handed_out < self.slots => (self.handed_out, true),
+            None => return Taken::Unavailable,
+        };
+        let address = self.base + slot * ARENA_SIZE;
+        if !os::commit(address, ARENA_SIZE) {
+            return Taken::OutOfMemory;
+        }
+        if fresh {
+            self.handed_out += 1;
+            BOUNDS
+                .handed_out
+                .store(self.handed_out * ARENA_SIZE, Ordering::Release);
+        } else {
+            self.clear_given_back(slot);
+        }
+        Taken::Slot(NonNull::new(address as *mut u8).expect("the span is not at address 0"))
+    }
+
+    /// Whether the arena at `base` came from this span.
+    pub fn holds(&self, base: usize) -> bool {
+        self.state == State::Reserved && base.wrapping_sub(self.base) < self.slots * ARENA_SIZE
+    }
+
+    /// Decommit the slot of the arena at `base` (its pages go back to the
+    /// OS; the addresses stay reserved) and keep it for the next arena.
+    ///
+    /// # Safety
+    /// `holds(base)`, and nothing refers to the arena's memory any more.
+    pub unsafe fn give_back(&mut self, base: usize) {
+        debug_assert!(self.holds(base) && (base - self.base) % ARENA_SIZE == 0);
+        // SAFETY: guaranteed by the caller.
+        unsafe { os::decommit(base, ARENA_SIZE) };
+        let slot = (base - self.base) / ARENA_SIZE;
+        // SAFETY: `slot < self.slots`, so its word is inside the bitmap.
+        unsafe { *self.given_back.add(slot / 64) |= 1 << (slot % 64) };
+        self.given_back_count += 1;
+        self.first_candidate_word = self.first_candidate_word.min(slot / 64);
+    }
+
+    pub fn view(&self) -> SpaceView {
+        SpaceView {
+            reserved_bytes: self.slots * ARENA_SIZE,
+            slots_handed_out: self.handed_out,
+            slots_given_back: self.given_back_count,
+            bookkeeping_bytes: self.slots.div_ceil(64) * 8,
+        }
+    }
+
+    fn reserve(&mut self, bytes: usize) {
+        self.state = State::Absent;
+        if bytes == 0 {
+            return;
+        }
+        let slots = bytes / ARENA_SIZE;
+        let Some(bitmap) = os::map(slots.div_ceil(64) * 8) else {
+            return;
+        };
+        let Some(span) = os::reserve_aligned(bytes, ARENA_SIZE) else {
+            // SAFETY: mapped just above, referred to by nothing.
+            unsafe { os::unmap(bitmap, slots.div_ceil(64) * 8) };
+            return;
+        };
+        self.base = span.as_ptr() as usize;
+        self.slots = slots;
+        self.given_back = bitmap.as_ptr().cast();
+        BOUNDS.base.store(self.base, Ordering::Relaxed);
+        self.state = State::Reserved;
+    }
+
+    /// The lowest given-back slot, lowest first so that the handed-out part
+    /// stays dense.
+    fn lowest_given_back(&mut self) -> Option<usize> {
+        if self.given_back_count == 0 {
+            return None;
+        }
+        for word_index in self.first_candidate_word..self.slots.div_ceil(64) {
+            // SAFETY: `word_index` is inside the bitmap.
+            let word = unsafe { *self.given_back.add(word_index) };
+            if word != 0 {
+                self.first_candidate_word = word_index;
+                return Some(word_index * 64 + word.trailing_zeros() as usize);
+            }
+        }
+        debug_assert!(false, "given_back_count disagrees with the bitmap");
+        None
+    }
+
+    fn clear_given_back(&mut self, slot: usize) {
+        // SAFETY: `slot < self.slots`, so its word is inside the bitmap.
+        unsafe { *self.given_back.add(slot / 64) &= !(1 << (slot % 64)) };
+        self.given_back_count -= 1;
+    }
+}
+
+impl Default for ArenaSpace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_are_validated() {
+        assert_eq!(space_from_env(None), Ok(DEFAULT_SPACE_BYTES));
+        assert_eq!(space_from_env(Some("0")), Ok(0));
+        assert_eq!(space_from_env(Some("32G")), Ok(32 << 30));
+        assert_eq!(space_from_env(Some(" 512m ")), Ok(512 << 20));
+        assert_eq!(space_from_env(Some("1T")), Ok(1 << 40));
+        assert_eq!(
+            space_from_env(Some(&(ARENA_SIZE * 3).to_string())),
+            Ok(ARENA_SIZE as u64 * 3)
+        );
+        for bad in [
+            "",
+            "G",
+            "lots",
+            "12X",
+            "-1G",
+            "64T",
+            "99999999999999999999",
+            "1K",
+        ] {
+            let error = space_from_env(Some(bad)).unwrap_err();
+            assert!(error.contains("PYMALLOC_ARENA_SPACE"), "{bad}: {error}");
+        }
+    }
+
+    /// A private span (not the process's: only `contains` reads the global
+    /// bounds, and the global span is the arenas' own).
+    fn private_space(slots: usize) -> ArenaSpace {
+        let mut space = ArenaSpace::new();
+        let bytes = slots * ARENA_SIZE;
+        space.base = os::reserve_aligned(bytes, ARENA_SIZE).unwrap().as_ptr() as usize;
+        space.slots = slots;
+        space.given_back = os::map(slots.div_ceil(64) * 8).unwrap().as_ptr().cast();
+        space.state = State::Reserved;
+        space
+    }
+
+    fn take_slot(space: &mut ArenaSpace) -> usize {
+        match space.take() {
+            Taken::Slot(slot) => slot.as_ptr() as usize,
+            other => panic!("expected a slot, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slots_are_handed_out_densely_reused_lowest_first_and_zeroed() {
+        let mut space = private_space(3);
+        let first = take_slot(&mut space);
+        let second = take_slot(&mut space);
+        let third = take_slot(&mut space);
+        assert_eq!(first % ARENA_SIZE, 0);
+        assert_eq!(
+            (second - first, third - first),
+            (ARENA_SIZE, 2 * ARENA_SIZE)
+        );
+        assert_eq!(space.take(), Taken::Unavailable, "full: map on its own");
+        // SAFETY: the slots are committed and ours.
+        unsafe {
+            *(second as *mut u64) = 7;
+            space.give_back(third);
+            space.give_back(second);
+        }
+        assert_eq!(space.view().slots_given_back, 2);
+        assert_eq!(
+            take_slot(&mut space),
+            second,
+            "lowest given-back slot first"
+        );
+        // SAFETY: committed again, so readable; decommitting dropped the page.
+        assert_eq!(unsafe { *(second as *const u64) }, 0);
+        assert_eq!(take_slot(&mut space), third);
+        assert_eq!(space.view().slots_handed_out, 3);
+    }
+
+    #[test]
+    fn a_refused_commit_is_out_of_memory_and_changes_nothing() {
+        let mut space = private_space(2);
+        os::inject_map_failures(1);
+        assert_eq!(space.take(), Taken::OutOfMemory);
+        assert_eq!(space.view().slots_handed_out, 0);
+        take_slot(&mut space);
+    }
+
+    #[test]
+    fn a_span_configured_off_is_never_reserved() {
+        let mut space = ArenaSpace::new();
+        space.reserve(0);
+        assert_eq!(space.state, State::Absent);
+        assert_eq!(space.take(), Taken::Unavailable);
+        assert_eq!(space.view(), SpaceView::default());
+    }
+
+    #[test]
+    fn null_and_foreign_pointers_are_outside_the_span() {
+        let boxed = Box::new(0u64);
+        assert!(!contains(0));
+        assert!(!contains(&*boxed as *const u64 as usize));
+        assert!(!contains(usize::MAX));
+    }
+}
