@@ -8,10 +8,12 @@ set -eu
 here=$(cd "$(dirname "$0")/../benches/py" && pwd)
 if [ "$1" = --one ]; then # --one DIR PYTHON RUNNER WORKLOAD SETUP: one run
   dir=$2 python=$3 runner=$4 w=$5 setup=$6
+  # A fixed hash seed: with a random one, dict and set layouts (and so the
+  # counts) change from run to run.
   case $setup in
-    stock) cmd=$python; env="PYMALLOC_CPYTHON=0" ;;
-    ours) cmd=$runner; env="PYMALLOC_BLOCK_CACHE_BYTES=4096" ;;
-    ours-nocache) cmd=$runner; env="PYMALLOC_BLOCK_CACHE_BYTES=0" ;;
+    stock) cmd=$python; env="PYTHONHASHSEED=0 PYMALLOC_CPYTHON=0" ;;
+    ours) cmd=$runner; env="PYTHONHASHSEED=0 PYMALLOC_BLOCK_CACHE_BYTES=4096" ;;
+    ours-nocache) cmd=$runner; env="PYTHONHASHSEED=0 PYMALLOC_BLOCK_CACHE_BYTES=0" ;;
   esac
   cd "$here"
   if ! env $env valgrind --tool=callgrind --callgrind-out-file="$dir/$w.$setup.out" \

@@ -23,8 +23,10 @@ use crate::system;
 /// The allocator behind the pools: serves requests above the threshold
 /// and owns every pointer the address map does not know. The standalone
 /// library uses libc (`System`); hook tables installed into CPython use
-/// the allocator they replaced.
-pub trait Fallback {
+/// the allocator they replaced. `Copy` (a unit or a reference), so that
+/// the free path hands it to its out-of-line part in a register rather
+/// than through the stack.
+pub trait Fallback: Copy {
     fn malloc(&self, size: usize) -> *mut u8;
     fn calloc(&self, count: usize, size: usize) -> *mut u8;
     /// # Safety
@@ -36,6 +38,7 @@ pub trait Fallback {
 }
 
 /// libc malloc.
+#[derive(Clone, Copy)]
 pub struct System;
 
 impl Fallback for System {
@@ -136,7 +139,7 @@ pub unsafe fn free_with<F: Fallback>(fallback: &F, block: *mut u8) {
         unsafe { heap::free(block) }
     } else {
         // SAFETY: guaranteed by the caller.
-        unsafe { free_outside_space(fallback, block) }
+        unsafe { free_outside_space(*fallback, block) }
     }
 }
 
@@ -147,7 +150,7 @@ pub unsafe fn free_with<F: Fallback>(fallback: &F, block: *mut u8) {
 /// As for `free_with`.
 #[cold]
 #[inline(never)]
-unsafe fn free_outside_space<F: Fallback>(fallback: &F, block: *mut u8) {
+unsafe fn free_outside_space<F: Fallback>(fallback: F, block: *mut u8) {
     if address_map::contains(block as usize) {
         // SAFETY: the address map says the live block is in one of our arenas.
         unsafe { heap::free(block) }

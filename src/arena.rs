@@ -18,6 +18,13 @@
 //! memory back to the OS at the next arena operation after the delay, or at
 //! once with `PyCore_Trim()`. Decay 0 returns them at once, as CPython does.
 //!
+//! Free pools of arenas that stay in use decay the same way: a pool given
+//! back keeps its pages for the decay time, for the next heap that needs a
+//! pool; then its pages are purged (`madvise(MADV_DONTNEED)`; the pool is
+//! handed out again after the unpurged ones). Without this, a single live
+//! pool kept a whole arena's faulted-in pages resident: after a freed
+//! peak, the resident set depended on where the survivors happened to lie.
+//!
 //! Arena memory comes from the arena space ([`arena_space`]), a span
 //! reserved up front so that the free path recognises our blocks with one
 //! compare; given-back arenas are decommitted in place. When the span
@@ -45,8 +52,18 @@ pub struct Arena {
     /// Index of the next pool never used: pools below `METADATA_POOLS` hold
     /// the records, those from here on were never touched.
     carved: usize,
-    /// Returned pools, linked through `Pool::next`.
+    /// Returned pools whose pages are still resident, linked through
+    /// `Pool::next`; handed out first.
     free_pools: *mut Pool,
+    /// Returned pools whose pages were purged.
+    purged_pools: *mut Pool,
+    /// When `free_pools` last became non-empty (`os::now_ms`).
+    dirty_since_ms: u64,
+    /// Links in the list of arenas with unpurged free pools (`dirty`) while
+    /// `free_pools` is non-empty and the arena is not wholly free.
+    dirty_prev: *mut Arena,
+    dirty_next: *mut Arena,
+    on_dirty_list: bool,
     /// Links in the bucket for `free_count`, or in the record free list.
     prev: *mut Arena,
     next: *mut Arena,
@@ -61,6 +78,30 @@ pub struct Arena {
 pub const DEFAULT_DECAY_MS: u64 = 50;
 
 static DECAY_MS: AtomicU64 = AtomicU64::new(DEFAULT_DECAY_MS);
+
+/// When the next decay pass is due (`os::now_ms`), or `u64::MAX` when
+/// nothing decays: read without the lock by [`decay_if_due`].
+static DECAY_DUE_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Run the decay pass if it is due. Heaps call this where they already
+/// leave their fast paths for their own pool bookkeeping (a pool emptied
+/// into, or taken from, a heap's empty-pool cache): a program that freed
+/// a peak and then works within the pools it keeps never takes the arena
+/// lock otherwise, and would keep the freed arenas mapped for good. When
+/// nothing decays this is one load; it never waits for the lock.
+pub fn decay_if_due() {
+    let due = DECAY_DUE_MS.load(Ordering::Relaxed);
+    if due == u64::MAX {
+        return;
+    }
+    let now = os::now_ms();
+    if now < due {
+        return;
+    }
+    if let Some(mut arenas) = ARENAS.try_lock() {
+        arenas.release_decayed(now);
+    }
+}
 
 /// The decay time in milliseconds (see the module documentation).
 pub fn decay_ms() -> u64 {
@@ -106,6 +147,8 @@ pub struct Arenas {
     free_arenas: usize,
     /// Earliest time the next decay pass may run (`os::now_ms`).
     next_decay_pass_ms: u64,
+    /// Arenas in use with free pools not yet purged.
+    dirty: *mut Arena,
     /// Recycled arena records, linked through `next`.
     spare_records: *mut Arena,
     /// Bump region for new records.
@@ -128,6 +171,7 @@ pub static ARENAS: Locked<Arenas> = Locked::new(Arenas {
     nonempty: [0; BITMAP_WORDS],
     free_arenas: 0,
     next_decay_pass_ms: 0,
+    dirty: null_mut(),
     spare_records: null_mut(),
     record_cursor: null_mut(),
     record_end: null_mut(),
@@ -153,7 +197,7 @@ impl Arenas {
     /// Take a pool for a heap, mapping a new arena if none has a free pool.
     /// `None` when the OS refuses memory.
     pub fn take_pool(&mut self) -> Option<NonNull<Pool>> {
-        if self.free_arenas > 0 {
+        if self.free_arenas > 0 || !self.dirty.is_null() {
             self.release_decayed(os::now_ms());
         }
         let arena = match self.fullest_usable() {
@@ -169,6 +213,13 @@ impl Arenas {
             let pool = if !a.free_pools.is_null() {
                 let pool = a.free_pools;
                 a.free_pools = (*pool).next;
+                if a.free_pools.is_null() {
+                    self.unlink_dirty(arena);
+                }
+                pool
+            } else if !a.purged_pools.is_null() {
+                let pool = a.purged_pools;
+                a.purged_pools = (*pool).next;
                 pool
             } else {
                 debug_assert!(a.carved < METADATA_POOLS + BLOCK_POOLS_PER_ARENA);
@@ -199,6 +250,10 @@ impl Arenas {
                 .store(null_mut(), core::sync::atomic::Ordering::Relaxed);
             (*pool).set_state(PoolState::Unused);
             (*pool).set_used(0);
+            let now = os::now_ms();
+            if (*arena).free_pools.is_null() {
+                (*arena).dirty_since_ms = now;
+            }
             (*pool).next = (*arena).free_pools;
             (*arena).free_pools = pool;
             let free_count = (*arena).free_count + 1;
@@ -206,29 +261,110 @@ impl Arenas {
             if free_count == BLOCK_POOLS_PER_ARENA {
                 // Wholly free: forget the order in which its pools came
                 // back and hand them out again in address order, as from a
-                // fresh arena (see `Arenas::take_pool`).
+                // fresh arena (see `Arenas::take_pool`). It decays whole.
+                self.unlink_dirty(arena);
                 (*arena).free_pools = null_mut();
+                (*arena).purged_pools = null_mut();
                 (*arena).carved = METADATA_POOLS;
-                (*arena).free_since_ms = os::now_ms();
+                (*arena).free_since_ms = now;
                 if decay_ms() == 0 {
                     self.release_arena(arena);
                 } else {
                     self.free_arenas += 1;
-                    self.release_decayed((*arena).free_since_ms);
+                    self.release_decayed(now);
                 }
+            } else {
+                self.link_dirty(arena);
+                self.release_decayed(now);
             }
         }
     }
 
-    /// Unmap the wholly free arenas that have been free
-    /// for the decay time. Runs at most a few times per decay period, so
-    /// that walking the free arenas stays off the common path.
+    /// # Safety
+    /// `arena` is live and has unpurged free pools.
+    unsafe fn link_dirty(&mut self, arena: *mut Arena) {
+        // SAFETY: guaranteed by the caller; list heads are live records.
+        unsafe {
+            if (*arena).on_dirty_list {
+                return;
+            }
+            (*arena).on_dirty_list = true;
+            (*arena).dirty_prev = null_mut();
+            (*arena).dirty_next = self.dirty;
+            if !self.dirty.is_null() {
+                (*self.dirty).dirty_prev = arena;
+            }
+            self.dirty = arena;
+        }
+    }
+
+    /// # Safety
+    /// `arena` is live.
+    unsafe fn unlink_dirty(&mut self, arena: *mut Arena) {
+        // SAFETY: guaranteed by the caller; neighbours are live records.
+        unsafe {
+            let a = &mut *arena;
+            if !a.on_dirty_list {
+                return;
+            }
+            if a.dirty_prev.is_null() {
+                self.dirty = a.dirty_next;
+            } else {
+                (*a.dirty_prev).dirty_next = a.dirty_next;
+            }
+            if !a.dirty_next.is_null() {
+                (*a.dirty_next).dirty_prev = a.dirty_prev;
+            }
+            a.dirty_prev = null_mut();
+            a.dirty_next = null_mut();
+            a.on_dirty_list = false;
+        }
+    }
+
+    /// Purge the pages of the free pools of `arena` (in use, not wholly
+    /// free) and keep the pools for after the unpurged ones.
+    ///
+    /// # Safety
+    /// `arena` is live and on the dirty list.
+    unsafe fn purge_free_pools(&mut self, arena: *mut Arena) {
+        // SAFETY: free pools are owned by no heap and nothing refers to
+        // their memory; their records (in the metadata pools) stay.
+        unsafe {
+            self.unlink_dirty(arena);
+            let a = &mut *arena;
+            while !a.free_pools.is_null() {
+                let pool = a.free_pools;
+                a.free_pools = (*pool).next;
+                os::purge(pool::pool_memory(pool), crate::config::POOL_SIZE);
+                (*pool).next = a.purged_pools;
+                a.purged_pools = pool;
+            }
+        }
+    }
+
+    /// Unmap the wholly free arenas that have been free for the decay
+    /// time, and purge the free pools of arenas in use that have been free
+    /// as long. Runs at most a few times per decay period, so that walking
+    /// the lists stays off the common path.
     fn release_decayed(&mut self, now: u64) {
         if now < self.next_decay_pass_ms {
+            self.publish_decay_due();
             return;
         }
         let decay = decay_ms();
         self.next_decay_pass_ms = now + (decay / 4).max(1);
+        let mut arena = self.dirty;
+        while !arena.is_null() {
+            // SAFETY: records on the dirty list are live, under the lock;
+            // `dirty_next` is read before purging unlinks the record.
+            unsafe {
+                let next = (*arena).dirty_next;
+                if now.saturating_sub((*arena).dirty_since_ms) >= decay {
+                    self.purge_free_pools(arena);
+                }
+                arena = next;
+            }
+        }
         let mut arena = self.buckets[BLOCK_POOLS_PER_ARENA];
         while !arena.is_null() {
             // SAFETY: records on the bucket list are live, under the lock;
@@ -242,16 +378,34 @@ impl Arenas {
                 arena = next;
             }
         }
+        self.publish_decay_due();
     }
 
-    /// Unmap every wholly free arena now (`PyCore_Trim`).
+    /// Unmap every wholly free arena and purge every free pool now
+    /// (`PyCore_Trim`).
     pub fn release_free_arenas(&mut self) {
+        while !self.dirty.is_null() {
+            let arena = self.dirty;
+            // SAFETY: the head of the dirty list is a live record on it.
+            unsafe { self.purge_free_pools(arena) };
+        }
         while !self.buckets[BLOCK_POOLS_PER_ARENA].is_null() {
             let arena = self.buckets[BLOCK_POOLS_PER_ARENA];
             self.free_arenas -= 1;
             // SAFETY: a live, wholly free arena in its bucket.
             unsafe { self.release_arena(arena) };
         }
+        self.publish_decay_due();
+    }
+
+    /// Tell [`decay_if_due`] when the next pass is worth running.
+    fn publish_decay_due(&self) {
+        let due = if self.free_arenas > 0 || !self.dirty.is_null() {
+            self.next_decay_pass_ms
+        } else {
+            u64::MAX
+        };
+        DECAY_DUE_MS.store(due, Ordering::Relaxed);
     }
 
     /// Wholly free arenas kept mapped.
@@ -370,6 +524,11 @@ impl Arenas {
                     free_count: BLOCK_POOLS_PER_ARENA,
                     carved: METADATA_POOLS,
                     free_pools: null_mut(),
+                    purged_pools: null_mut(),
+                    dirty_since_ms: 0,
+                    dirty_prev: null_mut(),
+                    dirty_next: null_mut(),
+                    on_dirty_list: false,
                     prev: null_mut(),
                     next: null_mut(),
                     free_since_ms: os::now_ms(),
@@ -465,6 +624,10 @@ impl Arenas {
 mod tests {
     use super::*;
 
+    /// Tests that change the process-wide decay time take this first, so
+    /// that they do not change it under each other.
+    static DECAY_SETTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn pools_are_aligned_distinct_and_inside_mapped_arenas() {
         let mut taken = Vec::new();
@@ -508,6 +671,7 @@ mod tests {
 
     #[test]
     fn wholly_free_arenas_are_unmapped_after_the_decay_time() {
+        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
         let mut arenas = ARENAS.lock();
 
         // Decay 0: returned at once, as CPython does.
@@ -553,6 +717,83 @@ mod tests {
         arenas.release_free_arenas();
         assert_eq!(arenas.free_arenas_kept(), 0);
         set_decay_ms(DEFAULT_DECAY_MS);
+    }
+
+    #[test]
+    fn free_pools_of_arenas_in_use_are_purged_after_the_decay_time() {
+        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
+        let mut arenas = ARENAS.lock();
+        set_decay_ms(60_000);
+        let pools: Vec<_> = (0..BLOCK_POOLS_PER_ARENA)
+            .map(|_| arenas.take_pool().unwrap().as_ptr())
+            .collect();
+        let marker = |pool: *mut Pool| pool::pool_memory(pool) as *mut u64;
+        for &pool in &pools {
+            // SAFETY: a taken pool's memory is ours to write.
+            unsafe { *marker(pool) = 0x5ca1ab1e };
+        }
+        let (&kept, returned) = pools.split_last().unwrap();
+        // Only the pools of `kept`'s arena are sure to stay mapped: the
+        // others may share an arena that is now wholly free.
+        let arena_of = |pool: *mut Pool| pool as usize & !(ARENA_SIZE - 1);
+        let watched: Vec<_> = returned
+            .iter()
+            .copied()
+            .filter(|&pool| arena_of(pool) == arena_of(kept))
+            .collect();
+        assert!(!watched.is_empty());
+        for &pool in returned {
+            // SAFETY: taken above; only the marker was written.
+            unsafe { arenas.give_back_pool(pool) };
+        }
+        for &pool in &watched {
+            // SAFETY: the arena holds `kept`, so it is mapped.
+            assert_eq!(unsafe { *marker(pool) }, 0x5ca1ab1e, "purged too early");
+        }
+        set_decay_ms(20);
+        arenas.next_decay_pass_ms = 0;
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        let reused = arenas.take_pool().unwrap().as_ptr();
+        for &pool in watched.iter().filter(|&&pool| pool != reused) {
+            // SAFETY: as above; the lock is held throughout, so no heap
+            // took the pool meanwhile.
+            assert_eq!(unsafe { *marker(pool) }, 0, "pages not purged");
+        }
+        // SAFETY: taken above.
+        unsafe {
+            arenas.give_back_pool(reused);
+            arenas.give_back_pool(kept);
+        }
+        set_decay_ms(DEFAULT_DECAY_MS);
+    }
+
+    #[test]
+    fn heaps_run_a_due_decay_pass_without_an_arena_operation() {
+        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
+        let before = {
+            let mut arenas = ARENAS.lock();
+            set_decay_ms(20);
+            arenas.next_decay_pass_ms = 0;
+            fill_and_empty_three_arenas(&mut arenas);
+            arenas.counters
+        };
+        assert_ne!(
+            DECAY_DUE_MS.load(Ordering::Relaxed),
+            u64::MAX,
+            "free arenas make a pass due"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        let mut reclaimed = before.reclaimed;
+        for _ in 0..100 {
+            decay_if_due(); // may find the lock taken by another test
+            reclaimed = ARENAS.lock().counters.reclaimed;
+            if reclaimed >= before.reclaimed + 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        set_decay_ms(DEFAULT_DECAY_MS);
+        assert!(reclaimed >= before.reclaimed + 2, "{before:?} {reclaimed}");
     }
 
     #[test]

@@ -11,16 +11,18 @@
 //! operation without the cache, 119.3 with it (CPython's pymalloc: 133.4).
 //! A freed block parked here is handed out again by the next allocation of
 //! its class without its pool being touched; pools see only the overflow.
-//! Bursts of frees (a teardown, a garbage collection) pay for it: each
-//! block passes through the cache on its way back to its pool.
 //!
 //! A cache holds at most `limit` blocks (from a byte budget per class,
-//! `PYMALLOC_BLOCK_CACHE_BYTES`, default [`DEFAULT_BYTES_PER_CLASS`]), in
-//! two halves (see [`BlockCache`]). When it is full, its older half goes
-//! back to the pools. Cached blocks still count as allocated in their
-//! pool (a pool with a cached block is not empty and is not returned);
-//! statistics report them as available, and `PyCore_Trim` and thread exit
-//! give them all back to their pools. A budget of 0 turns the caches off.
+//! `PYMALLOC_BLOCK_CACHE_BYTES`, default [`DEFAULT_BYTES_PER_CLASS`]).
+//! Once it is full, frees go straight to their pools, inline, so a burst of
+//! frees (a teardown, a garbage collection) costs what it would without a
+//! cache: the cache keeps the first blocks of the burst, for the next
+//! allocations. Cached blocks still count as allocated in their pool (a
+//! pool with a cached block is not empty and is not returned); so the few
+//! pools they keep are all a burst leaves behind, and their arenas' free
+//! pools are purged after the decay time (see `arena`). Statistics report
+//! cached blocks as available, and `PyCore_Trim` and thread exit give them
+//! all back to their pools. A budget of 0 turns the caches off.
 //!
 //! Only the owning thread touches a cache; statistics read `room` (an
 //! atomic written with plain stores) to count the blocks held.
@@ -75,51 +77,20 @@ pub fn limit_for(class: usize, budget: usize) -> u32 {
     (budget / block_size(class)).clamp(MIN_BLOCKS, MAX_BLOCKS) as u32
 }
 
-/// One class's cache: two stacks of free blocks linked through their first
-/// word, each holding at most half the limit. Frees push onto the hot
-/// stack and allocations pop from it. When the hot stack is full it
-/// becomes the reserve, and the previous reserve (the older half) goes
-/// back to the pools; when the hot stack is empty, the reserve becomes it.
-/// So a flush touches only the blocks it gives back (no walk to find the
-/// half to keep), and the blocks kept are the most recently freed.
-///
-/// The hot stack (`BlockCache`, 16 bytes, one per class side by side in the
-/// heap, so that a class's entry is found from its block size with no
-/// arithmetic) is what the fast paths touch; the reserve (`Reserve`) lives
-/// in a second array, read when the hot stack runs dry.
+/// One class's cache: a stack of free blocks linked through their first
+/// word, holding at most `limit`. Frees push onto it and allocations pop
+/// from it; a free that finds it full goes straight to its pool. 16 bytes,
+/// one per class side by side in the heap, so that a class's entry is
+/// found from its block size with no arithmetic.
 #[repr(C)]
 pub struct BlockCache {
     head: *mut Block,
-    /// Blocks the hot stack may still take.
+    /// Blocks the stack may still take.
     room: AtomicU32,
-    /// Capacity of each stack: half the limit.
-    half: u32,
+    limit: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<BlockCache>() == 16);
-
-/// The reserve half of a class's cache.
-#[repr(C)]
-pub struct Reserve {
-    blocks: *mut Block,
-    /// Blocks in `blocks` (for statistics).
-    len: AtomicU32,
-}
-
-impl Reserve {
-    pub const fn empty() -> Reserve {
-        Reserve {
-            blocks: null_mut(),
-            len: AtomicU32::new(0),
-        }
-    }
-
-    /// Whether the reserve holds blocks (a shared read, as `has_blocks`).
-    #[inline(always)]
-    pub fn has_blocks(&self) -> bool {
-        !self.blocks.is_null()
-    }
-}
 
 impl BlockCache {
     pub const fn empty() -> BlockCache {
@@ -127,32 +98,32 @@ impl BlockCache {
     }
 
     pub const fn with_limit(limit: u32) -> BlockCache {
-        let half = limit / 2;
         BlockCache {
             head: null_mut(),
-            room: AtomicU32::new(half),
-            half,
+            room: AtomicU32::new(limit),
+            limit,
         }
     }
 
-    /// Whether the hot stack holds a block (a shared read: the placeholder
+    /// Whether the stack holds a block (a shared read: the placeholder
     /// heaps' caches, which are never written, are only ever read so).
     #[inline(always)]
     pub fn has_blocks(&self) -> bool {
         !self.head.is_null()
     }
 
-    /// Whether the cache takes no blocks at all (a budget of 0).
-    pub fn is_off(&self) -> bool {
-        self.half == 0
+    /// Whether the stack is full (or the cache is off).
+    #[inline(always)]
+    pub fn is_full(&self) -> bool {
+        self.room.load(Relaxed) == 0
     }
 
-    /// Blocks held with `reserve` (read by statistics from any thread).
-    pub fn len(&self, reserve: &Reserve) -> usize {
-        (self.half.saturating_sub(self.room.load(Relaxed)) + reserve.len.load(Relaxed)) as usize
+    /// Blocks held (read by statistics from any thread).
+    pub fn held(&self) -> usize {
+        self.limit.saturating_sub(self.room.load(Relaxed)) as usize
     }
 
-    /// Take the most recently cached block of the hot stack, or null.
+    /// Take the most recently cached block, or null.
     ///
     /// # Safety
     /// Only the owning thread calls this; the cached blocks are free blocks
@@ -168,28 +139,7 @@ impl BlockCache {
         block
     }
 
-    /// The hot stack is empty: make the reserve the hot stack and pop from
-    /// it. Null when the reserve is empty too.
-    ///
-    /// # Safety
-    /// As for `pop`; `reserve` is this cache's.
-    #[inline]
-    pub unsafe fn pop_reserve(&mut self, reserve: &mut Reserve) -> *mut Block {
-        if reserve.blocks.is_null() {
-            return null_mut();
-        }
-        debug_assert!(self.head.is_null());
-        self.head = reserve.blocks;
-        self.room
-            .store(self.half - reserve.len.load(Relaxed), Relaxed);
-        reserve.blocks = null_mut();
-        reserve.len.store(0, Relaxed);
-        // SAFETY: guaranteed by the caller.
-        unsafe { self.pop() }
-    }
-
-    /// Park `block` on the hot stack; false (and nothing done) when it is
-    /// full.
+    /// Park `block`; false (and nothing done) when the stack is full.
     ///
     /// # Safety
     /// Only the owning thread calls this; `block` is a block it just freed
@@ -207,29 +157,18 @@ impl BlockCache {
         true
     }
 
-    /// The hot stack is full: it becomes the reserve, and the previous
-    /// reserve (the older half) is returned, a null-terminated list for
-    /// the pools. The hot stack is then empty, with room for `half` blocks
-    /// (none when the cache is off).
-    pub fn rotate(&mut self, reserve: &mut Reserve) -> *mut Block {
-        let older = reserve.blocks;
-        reserve.blocks = self.head;
-        reserve
-            .len
-            .store(self.half - self.room.load(Relaxed), Relaxed);
-        self.head = null_mut();
-        self.room.store(self.half, Relaxed);
-        older
+    /// The most recently cached block (tests walk the stack from it).
+    #[cfg(test)]
+    pub fn head_for_tests(&self) -> *mut Block {
+        self.head
     }
 
-    /// Empty the cache: its two lists, for the pools.
-    pub fn take_all(&mut self, reserve: &mut Reserve) -> [*mut Block; 2] {
-        let lists = [self.head, reserve.blocks];
+    /// Empty the cache: its blocks, a null-terminated list for the pools.
+    pub fn take_all(&mut self) -> *mut Block {
+        let blocks = self.head;
         self.head = null_mut();
-        reserve.blocks = null_mut();
-        self.room.store(self.half, Relaxed);
-        reserve.len.store(0, Relaxed);
-        lists
+        self.room.store(self.limit, Relaxed);
+        blocks
     }
 }
 
@@ -272,47 +211,29 @@ mod tests {
     }
 
     #[test]
-    fn the_full_hot_stack_becomes_the_reserve_and_the_older_half_leaves() {
-        let mut storage = [[0usize; 2]; 12];
+    fn the_stack_takes_up_to_its_limit_and_gives_back_newest_first() {
+        let mut storage = [[0usize; 2]; 4];
         let blocks: Vec<*mut Block> = storage.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
-        let mut cache = BlockCache::with_limit(6);
-        let mut reserve = Reserve::empty();
+        let mut cache = BlockCache::with_limit(3);
         // SAFETY: the "blocks" are this test's own words, used as links.
         unsafe {
             for &block in &blocks[..3] {
+                assert!(!cache.is_full());
                 assert!(cache.push(block));
             }
-            assert!(!cache.push(blocks[3]), "the hot stack holds half the limit");
-            assert!(cache.rotate(&mut reserve).is_null(), "no older reserve yet");
-            assert_eq!(cache.len(&reserve), 3);
-            for &block in &blocks[3..6] {
-                assert!(cache.push(block));
-            }
-            assert_eq!(cache.len(&reserve), 6);
-            assert!(!cache.push(blocks[6]));
-            // The oldest three come back, most recent first.
+            assert!(cache.is_full());
+            assert!(!cache.push(blocks[3]), "full: the block goes to its pool");
+            assert_eq!(cache.held(), 3);
+            assert_eq!(cache.pop(), blocks[2]);
+            assert_eq!(cache.held(), 2);
+            assert!(cache.push(blocks[3]));
             assert_eq!(
-                list(cache.rotate(&mut reserve)),
-                vec![blocks[2], blocks[1], blocks[0]]
+                list(cache.take_all()),
+                vec![blocks[3], blocks[1], blocks[0]]
             );
-            assert_eq!(cache.len(&reserve), 3);
-            assert!(cache.push(blocks[6]));
-            assert_eq!(cache.pop(), blocks[6]);
-            assert!(cache.pop().is_null(), "hot stack empty");
-            assert_eq!(
-                cache.pop_reserve(&mut reserve),
-                blocks[5],
-                "the reserve takes over"
-            );
-            assert_eq!(cache.pop(), blocks[4]);
-            assert_eq!(cache.len(&reserve), 1);
-            assert!(cache.push(blocks[7]));
-            let [hot, older] = cache.take_all(&mut reserve);
-            assert_eq!(list(hot), vec![blocks[7], blocks[3]]);
-            assert!(older.is_null());
-            assert_eq!(cache.len(&reserve), 0);
+            assert_eq!(cache.held(), 0);
             assert!(cache.pop().is_null());
-            assert!(cache.pop_reserve(&mut reserve).is_null());
+            assert!(!cache.has_blocks() && !cache.is_full());
         }
     }
 
@@ -320,8 +241,9 @@ mod tests {
     fn a_cache_without_room_takes_nothing() {
         let mut word = [0usize; 2];
         let mut cache = BlockCache::empty();
+        assert!(cache.is_full());
         // SAFETY: a local word used as a link.
         unsafe { assert!(!cache.push(word.as_mut_ptr().cast())) };
-        assert_eq!(cache.len(&Reserve::empty()), 0);
+        assert_eq!(cache.held(), 0);
     }
 }

@@ -66,6 +66,7 @@ impl PyMemAllocatorEx {
 }
 
 /// The allocator a hook table replaced, used as the pools' fallback.
+#[derive(Clone, Copy)]
 struct Previous<'a>(&'a PyMemAllocatorEx);
 
 impl Fallback for Previous<'_> {

@@ -28,7 +28,7 @@ use core::ptr::{self, null_mut};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::arena::ARENAS;
-use crate::block_cache::{self, BlockCache, Reserve};
+use crate::block_cache::{self, BlockCache};
 use crate::config::{ALIGNMENT, HEAP_EMPTY_POOL_CACHE, NUM_SIZE_CLASSES};
 use crate::os;
 use crate::pool::{self, Block, Pool, PoolState, EMPTY_POOL};
@@ -71,8 +71,6 @@ pub struct Heap {
     /// Per class, blocks this thread freed, handed out first (see
     /// [`block_cache`]). First in the struct: both fast paths use it.
     cache: [BlockCache; NUM_SIZE_CLASSES],
-    /// Per class, the block cache's reserve half.
-    cache_reserve: [Reserve; NUM_SIZE_CLASSES],
     /// Per class, the first pool that may have free blocks, or the empty
     /// sentinel.
     avail: [*mut Pool; NUM_SIZE_CLASSES],
@@ -97,7 +95,6 @@ pub struct Heap {
 const fn placeholder_heap() -> Heap {
     Heap {
         cache: [const { BlockCache::empty() }; NUM_SIZE_CLASSES],
-        cache_reserve: [const { Reserve::empty() }; NUM_SIZE_CLASSES],
         avail: [EMPTY_POOL.as_ptr(); NUM_SIZE_CLASSES],
         remote_free: AtomicPtr::new(null_mut()),
         empty: null_mut(),
@@ -164,12 +161,6 @@ pub fn alloc(class: usize) -> *mut u8 {
             if (*cache).has_blocks() {
                 return (*cache).pop().cast();
             }
-            let reserve = ptr::addr_of_mut!((*heap).cache_reserve)
-                .cast::<Reserve>()
-                .add(class);
-            if (*reserve).has_blocks() {
-                return (*cache).pop_reserve(&mut *reserve).cast();
-            }
             let pool = *(*heap).avail.get_unchecked(class);
             let block = (*pool).free;
             if !block.is_null() {
@@ -219,10 +210,11 @@ pub unsafe fn free(block: *mut u8) {
     // A placeholder heap owns no pool, so it never matches.
     if owner == heap {
         // SAFETY: this thread owns the pool, so the block may go into this
-        // heap's cache for its class.
+        // heap's cache for its class, or else onto the pool's free list.
         unsafe {
             if !(*cache_of_class_size(heap, (*pool).block_size)).push(block.cast()) {
-                cache_full(heap, pool, block.cast());
+                // Full (or off): straight onto the pool's free list, inline.
+                free_local(heap, pool, block.cast());
             }
         }
     } else {
@@ -271,6 +263,8 @@ pub unsafe fn block_usable_size(block: *mut u8) -> usize {
     unsafe { (*pool::pool_of(block as usize)).block_size as usize }
 }
 
+/// Push `block` onto its pool's free list.
+///
 /// # Safety
 /// `heap` is the calling thread's heap (or a heap it has exclusive use of)
 /// and owns `pool`, which contains the live block `block`.
@@ -298,39 +292,6 @@ fn new_caches() -> [BlockCache; NUM_SIZE_CLASSES] {
     core::array::from_fn(|class| BlockCache::with_limit(block_cache::limit_for(class, budget)))
 }
 
-/// The hot stack of `pool`'s class cache is full: the reserve (the older
-/// half) goes back to the pools, the hot stack becomes the reserve, and
-/// `block` starts a new hot stack (with caches off, `block` goes straight
-/// to its pool).
-///
-/// Keeping the most recently freed blocks, rather than the first ones
-/// cached, matters for memory: measured on benches/py/peak.py (300 MB of
-/// objects built and freed, then ordinary work), a cache that kept its
-/// blocks and sent later frees straight to the pools (8 instructions less
-/// per free in a teardown) held blocks freed early in the teardown, which
-/// kept 55-70 MiB of arenas mapped for good; this way the process is back
-/// at stock CPython's 15 MiB.
-///
-/// # Safety
-/// As for `free_local`.
-#[cold]
-#[inline(never)]
-unsafe fn cache_full(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
-    // SAFETY: exclusive use of the heap; cached blocks are free blocks of
-    // its pools.
-    unsafe {
-        let class = (*pool).class();
-        let cache = &mut (*heap).cache[class];
-        if cache.is_off() {
-            return free_local(heap, pool, block);
-        }
-        release_to_pools(heap, cache.rotate(&mut (*heap).cache_reserve[class]));
-        if !cache.push(block) {
-            free_local(heap, pool, block);
-        }
-    }
-}
-
 /// Free a list of cached blocks into their pools.
 ///
 /// # Safety
@@ -353,12 +314,7 @@ unsafe fn release_to_pools(heap: *mut Heap, mut block: *mut Block) {
 unsafe fn flush_caches(heap: *mut Heap) {
     for class in 0..NUM_SIZE_CLASSES {
         // SAFETY: exclusive use (caller).
-        unsafe {
-            let reserve = &mut (*heap).cache_reserve[class];
-            for list in (*heap).cache[class].take_all(reserve) {
-                release_to_pools(heap, list);
-            }
-        }
+        unsafe { release_to_pools(heap, (*heap).cache[class].take_all()) };
     }
 }
 
@@ -545,6 +501,7 @@ unsafe fn retire_pool(heap: *mut Heap, pool: *mut Pool) {
             (*pool).next = (*heap).empty;
             (*heap).empty = pool;
             (*heap).empty_count += 1;
+            crate::arena::decay_if_due();
         } else {
             give_back(heap, &mut [pool]);
         }
@@ -585,6 +542,7 @@ unsafe fn take_pool(heap: *mut Heap) -> Option<*mut Pool> {
             let pool = (*heap).empty;
             (*heap).empty = (*pool).next;
             (*heap).empty_count -= 1;
+            crate::arena::decay_if_due();
             return Some(pool);
         }
     }
@@ -967,7 +925,7 @@ pub fn cached_blocks() -> [usize; NUM_SIZE_CLASSES] {
     unsafe {
         while !heap.is_null() {
             for (class, count) in cached.iter_mut().enumerate() {
-                *count += (*heap).cache[class].len(&(*heap).cache_reserve[class]);
+                *count += (*heap).cache[class].held();
             }
             heap = (*heap).all_next;
         }
@@ -1044,7 +1002,7 @@ mod tests {
             );
             let heap = thread::current_heap();
             // SAFETY: this thread's heap; `len` reads an atomic.
-            let cached = || unsafe { (*heap).cache[class].len(&(*heap).cache_reserve[class]) };
+            let cached = || unsafe { (*heap).cache[class].held() };
             let limit = block_cache::limit_for(class, block_cache::bytes_per_class()) as usize;
             let blocks: Vec<_> = (0..3 * limit).map(|_| alloc(class)).collect();
             for &block in &blocks {
@@ -1064,6 +1022,41 @@ mod tests {
             );
             // SAFETY: still live.
             unsafe { free(first) };
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn frees_past_a_full_cache_go_straight_to_their_pools() {
+        std::thread::spawn(|| {
+            let class = 29;
+            let per_pool = crate::size_class::blocks_per_pool(class);
+            let blocks: Vec<_> = (0..4 * per_pool).map(|_| alloc(class)).collect();
+            let heap = thread::current_heap();
+            // SAFETY: this thread's heap and its own counters.
+            let pools_emptied = || unsafe {
+                (*heap).empty_count as u64
+                    + (*heap).counters.pools_given_back.load(Ordering::Relaxed)
+            };
+            let emptied_before = pools_emptied();
+            let limit = block_cache::limit_for(class, block_cache::bytes_per_class()) as usize;
+            for &block in &blocks {
+                // SAFETY: live blocks of this thread.
+                unsafe { free(block) };
+            }
+            // SAFETY: this thread's heap; `held` reads an atomic.
+            assert_eq!(
+                unsafe { (*heap).cache[class].held() },
+                limit,
+                "the first frees stay cached"
+            );
+            assert!(
+                pools_emptied() >= emptied_before + 2,
+                "the others emptied their pools"
+            );
+            // SAFETY: this thread's own heap.
+            unsafe { trim(heap) };
         })
         .join()
         .unwrap();

@@ -196,6 +196,19 @@ pub unsafe fn decommit(address: usize, size: usize) {
     }
 }
 
+/// Give the pages of `[address, address + size)` back to the OS; the range
+/// stays mapped and reads as zero when touched again.
+///
+/// # Safety
+/// The range is mapped read-write by us and nothing refers to its contents.
+pub unsafe fn purge(address: usize, size: usize) {
+    // SAFETY: guaranteed by the caller.
+    let status = unsafe { libc::madvise(address as *mut libc::c_void, size, libc::MADV_DONTNEED) };
+    if status == 0 {
+        BYTES_UNMAPPED.fetch_add(size as u64, Ordering::Relaxed);
+    }
+}
+
 /// Whether the process has a finite address-space limit (`RLIMIT_AS`).
 pub fn address_space_limited() -> bool {
     let mut limit = libc::rlimit {
