@@ -202,6 +202,7 @@ bench-python: peers $(RUNNER)
 # on a shared machine are not.
 bench-python-instructions: $(RUNNER)
 	sh scripts/python_instructions.sh $(PY_EXE) $(RUNNER) | tee target/python-instructions.md
+	$(PYTHON) benches/py/plot.py --python-instructions target/python-instructions.md --out target/python-instructions.svg
 
 # The Rust-level fast paths (criterion): PyMalloc and PyCore_* against the
 # mimalloc crate and the system allocator; HTML report in target/criterion.
@@ -215,6 +216,7 @@ $(OUT)/pairs: benches/c/pairs.c
 # Instructions per malloc+free pair on the hot path (valgrind callgrind).
 bench-instructions: peers $(SHARED) $(OUT)/pairs
 	sh scripts/instructions.sh $(OUT)/pairs $(CURDIR)/$(SHARED) $(LIBPYTHON) | tee target/instructions.md
+	$(PYTHON) benches/py/plot.py --instructions target/instructions.md --out target/instructions.svg
 
 # --- tuning ----------------------------------------------------------------
 

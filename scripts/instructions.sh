@@ -1,8 +1,8 @@
 #!/bin/sh
 # Instructions per operation, counted by callgrind (repeatable on a noisy
-# machine), for three workloads of benches/c/pairs.c: malloc+free pairs on
-# the hot path, the churn of 100,000 live blocks, and the teardown of N
-# blocks (per malloc or free). pymalloc-rs (PyObject_* and PyCore_*) against
+# machine), for four workloads of benches/c/pairs.c: malloc+free pairs on
+# the hot path, the churn of 100,000 live blocks, the teardown of N blocks
+# (per malloc or free) and the size-class sweep (per malloc or free). pymalloc-rs (PyObject_* and PyCore_*) against
 # CPython's own pymalloc (PyObject_Malloc of libpython), glibc, mimalloc and
 # tcmalloc, each loaded with dlopen; jemalloc, which refuses dlopen (static
 # TLS), as malloc under LD_PRELOAD.
@@ -26,8 +26,8 @@ per_op() { # preload library malloc free workload n -> instructions per operatio
   [ "$5" = teardown ] && ops=$((2 * $6))
   awk -v a="$full" -v b="$base" -v n="$ops" 'BEGIN { printf "%.1f", (a - b) / n }'
 }
-echo "| allocator | pair (malloc+free) | churn (free+malloc) | teardown (per malloc or free) |"
-echo "|---|---|---|---|"
+echo "| allocator | pair (malloc+free) | churn (free+malloc) | teardown (per malloc or free) | class sweep (per malloc or free) |"
+echo "|---|---|---|---|---|"
 for spec in "CPython 3.11 pymalloc||$cpython|PyObject_Malloc|PyObject_Free" \
             "pymalloc-rs PyObject_*||$ours|PyObject_Malloc|PyObject_Free" \
             "pymalloc-rs PyCore_*||$ours|PyCore_Malloc|PyCore_Free" \
@@ -39,8 +39,8 @@ for spec in "CPython 3.11 pymalloc||$cpython|PyObject_Malloc|PyObject_Free" \
   lib=${rest%%|*}; rest=${rest#*|}; m=${rest%%|*}; f=${rest#*|}
   need=$lib; [ -n "$pre" ] && need=$pre
   if [ "${need#/}" = "$need" ] && ! ldconfig -p | grep -q "^[[:space:]]*$need "; then
-    echo "| $name | not installed | | |"
+    echo "| $name | not installed | | | |"
     continue
   fi
-  echo "| $name | $(per_op "$pre" "$lib" "$m" "$f" pair 1000000) | $(per_op "$pre" "$lib" "$m" "$f" churn 1000000) | $(per_op "$pre" "$lib" "$m" "$f" teardown 500000) |"
+  echo "| $name | $(per_op "$pre" "$lib" "$m" "$f" pair 1000000) | $(per_op "$pre" "$lib" "$m" "$f" churn 1000000) | $(per_op "$pre" "$lib" "$m" "$f" teardown 500000) | $(per_op "$pre" "$lib" "$m" "$f" sweep 640000) |"
 done

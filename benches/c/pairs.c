@@ -1,7 +1,7 @@
 /* pairs: one allocation workload through one allocator, for instruction
  * counting under valgrind --tool=callgrind.
  *
- *   pairs LIBRARY MALLOC FREE N [pair|churn|teardown]
+ *   pairs LIBRARY MALLOC FREE N [pair|churn|teardown|sweep]
  *
  * LIBRARY "-" looks the functions up in the process's global scope (for an
  * allocator preloaded as malloc).
@@ -17,7 +17,11 @@
  *             allocates a replacement of a random Python-like size (as the
  *             C benchmark's churn workload);
  *   teardown  N allocations of Python-like sizes, then N frees in the same
- *             order; per operation, so a malloc and a free count as two. */
+ *             order; per operation, so a malloc and a free count as two;
+ *   sweep     the C benchmark's size-class sweep: for each class size 16,
+ *             32, ..., 512 bytes, 1,000 allocations then their 1,000 frees;
+ *             N operations (a multiple of 64,000, one round of the 32
+ *             sizes), a malloc and a free counting as two. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdint.h>
@@ -98,10 +102,25 @@ static void teardown(long n)
     free(blocks);
 }
 
+static void sweep(long n)
+{
+    enum { BATCH = 1000 };
+    static char *batch[BATCH];
+    for (long round = 0; round < n / (2 * BATCH * 32); round++)
+        for (size_t size = 16; size <= 512; size += 16) {
+            for (int i = 0; i < BATCH; i++) {
+                batch[i] = allocate(size);
+                batch[i][0] = 1;
+            }
+            for (int i = 0; i < BATCH; i++)
+                release(batch[i]);
+        }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 5 && argc != 6) {
-        fprintf(stderr, "usage: pairs LIBRARY MALLOC FREE N [pair|churn|teardown]\n");
+        fprintf(stderr, "usage: pairs LIBRARY MALLOC FREE N [pair|churn|teardown|sweep]\n");
         return 2;
     }
     int global_scope = !strcmp(argv[1], "-");
@@ -124,8 +143,10 @@ int main(int argc, char **argv)
         churn(n);
     else if (!strcmp(workload, "teardown"))
         teardown(n);
+    else if (!strcmp(workload, "sweep"))
+        sweep(n);
     else {
-        fprintf(stderr, "pairs: unknown workload %s (pair, churn or teardown)\n", workload);
+        fprintf(stderr, "pairs: unknown workload %s (pair, churn, teardown or sweep)\n", workload);
         return 2;
     }
     return 0;

@@ -6,6 +6,11 @@
                          DIR/python-rss.svg (peak and after-peak RSS)
   --c-table FILE         the C benchmark's table (make bench writes
                          target/bench.md) -> --c-out (ns per operation)
+  --instructions FILE    make bench-instructions' table (allocators by
+                         workload, instructions per operation) -> --out
+  --python-instructions FILE
+                         make bench-python-instructions' table -> --out
+                         (runner / stock instructions per workload)
 
 matplotlib comes from PyPI into target/bench-venv when this interpreter
 lacks it; the script then runs again under that venv.
@@ -104,15 +109,87 @@ def c_chart(table_path, out_path):
     print(f"wrote {out_path}")
 
 
+def read_table(path):
+    """A markdown table: its header cells and its rows of cells."""
+    header, rows = None, []
+    with open(path) as f:
+        for line in f:
+            if not line.startswith("|") or line.startswith("|---"):
+                continue
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+            else:
+                rows.append(cells)
+    if header is None:
+        sys.exit(f"plot.py: no table in {path}")
+    return header, rows
+
+
+def number(cell):
+    try:
+        return float(cell.split()[0])
+    except (ValueError, IndexError):
+        return 0.0
+
+
+def instructions_chart(table_path, out_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    header, rows = read_table(table_path)
+    workloads = header[1:]
+    values = {row[0]: [number(cell) for cell in row[1:]] for row in rows}
+    fig, ax = plt.subplots(figsize=(12, 5.5))
+    bars(ax, workloads, list(values), values, "instructions per operation (lower is better)")
+    ax.set_title("Instructions per operation (callgrind, make bench-instructions)")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out_path)
+    print(f"wrote {out_path}")
+
+
+def python_instructions_chart(table_path, out_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    header, rows = read_table(table_path)
+    workloads = [row[0] for row in rows]
+    ratio_columns = [i for i, name in enumerate(header) if name == "ratio"]
+    series = {header[i - 1]: [number(row[i]) for row in rows] for i in ratio_columns}
+    fig, ax = plt.subplots(figsize=(11, 5))
+    bars(ax, workloads, list(series), series, "instructions relative to stock CPython (lower is better)")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    low = min(min(v) for v in series.values())
+    high = max(max(v) for v in series.values())
+    ax.set_ylim(min(0.95, low - 0.01), max(1.05, high + 0.01))
+    ax.set_title("Python workloads, whole-process instructions (callgrind, make bench-python-instructions)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path)
+    print(f"wrote {out_path}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--python-results")
     parser.add_argument("--c-table")
     parser.add_argument("--c-out", default="target/bench-c.svg")
+    parser.add_argument("--instructions")
+    parser.add_argument("--python-instructions")
+    parser.add_argument("--out", help="chart file for --instructions or --python-instructions")
     opts = parser.parse_args()
-    if not opts.python_results and not opts.c_table:
-        parser.error("give --python-results DIR and/or --c-table FILE")
+    if not (opts.python_results or opts.c_table or opts.instructions or opts.python_instructions):
+        parser.error("give --python-results DIR, --c-table FILE, --instructions FILE or --python-instructions FILE")
+    if (opts.instructions or opts.python_instructions) and not opts.out:
+        parser.error("--instructions and --python-instructions need --out FILE")
+    if opts.instructions and opts.python_instructions:
+        parser.error("give one of --instructions and --python-instructions per run (one --out)")
     ensure_matplotlib()
+    if opts.instructions:
+        instructions_chart(opts.instructions, opts.out)
+    if opts.python_instructions:
+        python_instructions_chart(opts.python_instructions, opts.out)
     if opts.python_results:
         python_charts(opts.python_results)
     if opts.c_table:
