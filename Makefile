@@ -133,6 +133,8 @@ test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
 	LD_PRELOAD=$(CURDIR)/$(SHARED) timeout 10 sh -c 'echo shell ok' | grep -q 'shell ok'
 	@echo "== tracemalloc traces allocations with the library preloaded"
 	LD_PRELOAD=$(CURDIR)/$(SHARED) $(PY_EXE) -X tracemalloc c_tests/cpython_tracemalloc.py $(CURDIR)/$(SHARED)
+	@echo "== the allocation profiler through CPython's hooks (runner and preload)"
+	$(PY_EXE) c_tests/cpython_profile.py $(PY_EXE) $(CURDIR)/$(SHARED) $(RUNNER)
 	@echo "== embedding and preload smoke test on every CPython 3.8+ under pyenv"
 	sh scripts/cpython_versions.sh $(SHARED) target/versions
 	$(MAKE) --no-print-directory test-cpython-suite

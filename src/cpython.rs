@@ -108,11 +108,9 @@ fn domain_of(ctx: *mut c_void) -> Domain {
 }
 
 unsafe extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
-    // The common case without a stack frame: a small request, no profiler.
-    if !profile::enabled() {
-        if let Some(block) = allocator::malloc_small(size) {
-            return block.cast();
-        }
+    // The common case without a stack frame: a small request.
+    if let Some(block) = allocator::malloc_small(size) {
+        return block.cast();
     }
     // SAFETY: as below.
     unsafe { hook_malloc_other(ctx, size) }
@@ -123,12 +121,18 @@ unsafe extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 unsafe fn hook_malloc_other(ctx: *mut c_void, size: usize) -> *mut c_void {
-    if profile::enabled() {
-        profile::record(profile::Event::Malloc, domain_of(ctx), size);
-    }
     // SAFETY: guaranteed by the caller.
     let previous = unsafe { &*(ctx as *const PyMemAllocatorEx) };
     allocator::malloc_with(&Previous(previous), size).cast()
+}
+
+/// `hook_malloc` for tables made while the profiler is on (the profiler
+/// is switched on at load, before any table is made, so the unprofiled
+/// table need not test it on every allocation).
+unsafe extern "C" fn hook_malloc_profiled(ctx: *mut c_void, size: usize) -> *mut c_void {
+    profile::record(profile::Event::Malloc, domain_of(ctx), size);
+    // SAFETY: as in `hook_malloc`.
+    unsafe { hook_malloc_other(ctx, size) }
 }
 
 unsafe extern "C" fn hook_calloc(ctx: *mut c_void, count: usize, size: usize) -> *mut c_void {
@@ -262,7 +266,11 @@ fn table(domain: Domain) -> PyMemAllocatorEx {
     let ctx = unsafe { (WRAPPED.0.get() as *mut PyMemAllocatorEx).add(domain as usize) };
     PyMemAllocatorEx {
         ctx: ctx.cast(),
-        malloc: Some(hook_malloc),
+        malloc: Some(if profile::enabled() {
+            hook_malloc_profiled
+        } else {
+            hook_malloc
+        }),
         calloc: Some(hook_calloc),
         realloc: Some(hook_realloc),
         free: Some(hook_free),
