@@ -23,7 +23,7 @@ use std::process;
 
 /// Size of a pool's record in its arena's metadata pools (src/pool.rs
 /// asserts that `size_of::<Pool>()` equals it).
-const POOL_RECORD_BYTES: u64 = 48;
+const POOL_RECORD_BYTES: u64 = 64;
 
 fn fail(message: &str) -> ! {
     eprintln!("\nerror: invalid pymalloc build configuration: {message}\n");

@@ -66,7 +66,9 @@ fn bump(counter: &AtomicU64, by: u64) {
     counter.store(counter.load(Ordering::Relaxed) + by, Ordering::Relaxed);
 }
 
-#[repr(C)]
+/// Cache-line aligned: heaps lie side by side in their chunks, and one
+/// thread's hot fields must not share a line with another's.
+#[repr(C, align(64))]
 pub struct Heap {
     /// Per class, blocks this thread freed, handed out first (see
     /// [`block_cache`]). First in the struct: both fast paths use it.
@@ -722,7 +724,7 @@ impl Registry {
         }
         let heap = self.cursor;
         // SAFETY: `heap` is unused memory inside the current chunk, sized
-        // and aligned for a Heap (chunks are page-aligned, Heap is 8-aligned).
+        // and aligned for a Heap (chunks are page-aligned, Heap 64-aligned).
         unsafe {
             self.cursor = heap.add(1);
             ptr::write(

@@ -34,7 +34,7 @@
 //!
 //! * A **block** is what a caller gets: `ALIGNMENT`-spaced size classes
 //!   (16, 32, …, 512 bytes by default; [`size_class`]).
-//! * A **pool** (16 KiB) holds blocks of one class behind a 48-byte header
+//! * A **pool** (16 KiB) holds blocks of one class behind a 64-byte header
 //!   and is owned by one heap at a time ([`pool`]).
 //! * An **arena** (1 MiB, aligned to its size) is carved into pools; arenas
 //!   are the unit taken from and returned to the OS ([`arena`], [`os`]).

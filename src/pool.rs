@@ -1,5 +1,5 @@
 //! Pools: `POOL_SIZE` bytes of one arena, holding blocks of one size class,
-//! and their 48-byte records (CPython's `pool_header`, reshaped for threads).
+//! and their 64-byte records (CPython's `pool_header`, reshaped for threads).
 //!
 //! Unlike CPython, the record is not at the start of the pool: the records
 //! of all the pools of an arena sit side by side in the arena's first pool
@@ -7,7 +7,10 @@
 //! at their starts would all fall into the same few cache sets and evict
 //! each other; side by side they do not, and every byte of a pool holds
 //! blocks. The record of the pool containing an address is still found by
-//! arithmetic on the address alone.
+//! arithmetic on the address alone. A record fills one cache line of its
+//! own: pools side by side belong to different threads' heaps, and two
+//! records sharing a line would bounce it between the cores on every pool
+//! update (48 bytes of fields would fit, at the cost of that sharing).
 //!
 //! A pool belongs to at most one heap at a time (`owner`). Only the owning
 //! heap's thread touches `free`, `next_offset`, `next` and `prev`; other
@@ -46,7 +49,7 @@ pub enum PoolState {
     Cached = 3,
 }
 
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct Pool {
     /// Head of the free list (owner only).
     pub free: *mut Block,
@@ -69,7 +72,7 @@ pub struct Pool {
 }
 
 const RECORD: usize = core::mem::size_of::<Pool>();
-const _: () = assert!(RECORD == 48, "build.rs POOL_RECORD_BYTES");
+const _: () = assert!(RECORD == 64, "build.rs POOL_RECORD_BYTES");
 
 /// The record of the pool a block belongs to: the pool's index in its
 /// arena selects a record in the arena's metadata pools. Only meaningful
