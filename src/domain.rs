@@ -395,42 +395,35 @@ pub fn choose_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<[Setti
 /// an allocator the user did not ask for would be a silent fallback).
 pub fn configure_from_env() {
     let lookup = |name: &str| std::env::var(name).ok();
-    match choose_from_env(lookup) {
-        Ok(chosen) => {
-            for (domain, setting) in [Domain::Raw, Domain::Mem, Domain::Obj, Domain::Core]
-                .into_iter()
-                .zip(chosen)
-            {
-                set(domain, setting);
-            }
-            debug::set_warn_only(lookup("PYMALLOC_DEBUG_ACTION").as_deref() == Some("warn"));
-            if lookup("PYMALLOC_PROFILE").is_some_and(|v| !v.is_empty()) {
-                enable_profiling();
-            }
-            match crate::arena::decay_from_env(lookup("PYMALLOC_ARENA_DECAY_MS").as_deref()) {
-                Ok(ms) => crate::arena::set_decay_ms(ms),
-                Err(error) => {
-                    crate::report::message(format_args!("{error}"));
-                    std::process::abort();
-                }
-            }
-            let space = lookup("PYMALLOC_ARENA_SPACE");
-            match crate::arena_space::space_from_env(space.as_deref()) {
-                Ok(bytes) => crate::arena_space::set_space_bytes(bytes),
-                Err(error) => {
-                    crate::report::message(format_args!("{error}"));
-                    std::process::abort();
-                }
-            }
-            let cache_bytes = lookup("PYMALLOC_BLOCK_CACHE_BYTES");
-            match crate::block_cache::bytes_from_env(cache_bytes.as_deref()) {
-                Ok(bytes) => crate::block_cache::set_bytes_per_class(bytes),
-                Err(error) => {
-                    crate::report::message(format_args!("{error}"));
-                    std::process::abort();
-                }
-            }
-        }
+    let chosen = or_abort(choose_from_env(lookup));
+    for (domain, setting) in [Domain::Raw, Domain::Mem, Domain::Obj, Domain::Core]
+        .into_iter()
+        .zip(chosen)
+    {
+        set(domain, setting);
+    }
+    debug::set_warn_only(lookup("PYMALLOC_DEBUG_ACTION").as_deref() == Some("warn"));
+    if lookup("PYMALLOC_PROFILE").is_some_and(|v| !v.is_empty()) {
+        enable_profiling();
+    }
+    let decay = lookup("PYMALLOC_ARENA_DECAY_MS");
+    crate::arena::set_decay_ms(or_abort(crate::arena::decay_from_env(decay.as_deref())));
+    let space = lookup("PYMALLOC_ARENA_SPACE");
+    crate::arena_space::set_space_bytes(or_abort(crate::arena_space::space_from_env(
+        space.as_deref(),
+    )));
+    let cache = lookup("PYMALLOC_BLOCK_CACHE_BYTES");
+    crate::block_cache::set_bytes_per_class(or_abort(crate::block_cache::bytes_from_env(
+        cache.as_deref(),
+    )));
+}
+
+/// A setting from the environment, or (it is invalid) the message naming
+/// the variable, then abort: a process must not run on a setting it did
+/// not ask for.
+fn or_abort<T, E: core::fmt::Display>(setting: Result<T, E>) -> T {
+    match setting {
+        Ok(value) => value,
         Err(error) => {
             crate::report::message(format_args!("{error}"));
             std::process::abort();

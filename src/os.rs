@@ -85,11 +85,26 @@ pub fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
     debug_assert!(align.is_power_of_two() && size % page_size() == 0);
     let span = size.checked_add(align)?;
     let raw = map(span)?.as_ptr() as usize;
+    // SAFETY: `raw` is a fresh mapping of `span` bytes, referred to by nothing.
+    unsafe { trim_to_alignment(raw, span, size, align) }
+}
+
+/// Keep the `align`-aligned `size` bytes of the fresh mapping `[raw, raw +
+/// span)`, `span = size + align`, and unmap both ends.
+///
+/// # Safety
+/// The mapping is ours and nothing refers to it.
+unsafe fn trim_to_alignment(
+    raw: usize,
+    span: usize,
+    size: usize,
+    align: usize,
+) -> Option<NonNull<u8>> {
     let start = (raw + align - 1) & !(align - 1);
     let head = start - raw;
     let tail = span - head - size;
-    // SAFETY: both trimmed ranges lie inside the mapping made just above and
-    // are outside [start, start + size), which is what the caller receives.
+    // SAFETY: both trimmed ranges lie inside the mapping (caller) and
+    // outside [start, start + size), which is what the caller receives.
     unsafe {
         if head > 0 {
             libc::munmap(raw as *mut libc::c_void, head);
@@ -135,21 +150,8 @@ pub fn reserve_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
     if raw == libc::MAP_FAILED {
         return None;
     }
-    let raw = raw as usize;
-    let start = (raw + align - 1) & !(align - 1);
-    let head = start - raw;
-    let tail = span - head - size;
-    // SAFETY: both trimmed ranges lie inside the reservation made just
-    // above and outside [start, start + size), which the caller receives.
-    unsafe {
-        if head > 0 {
-            libc::munmap(raw as *mut libc::c_void, head);
-        }
-        if tail > 0 {
-            libc::munmap((start + size) as *mut libc::c_void, tail);
-        }
-    }
-    NonNull::new(start as *mut u8)
+    // SAFETY: `raw` is a fresh reservation of `span` bytes, referred to by nothing.
+    unsafe { trim_to_alignment(raw as usize, span, size, align) }
 }
 
 /// Make `[address, address + size)` of a reservation readable and
