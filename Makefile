@@ -53,8 +53,11 @@ $(SHARED) $(STATIC): $(RUST_SRC)
 check: test-rust lint test-headers test-exports test-c test-c-asan test-valgrind test-install test-tune test-cpython
 	@echo "make check: all tests passed"
 
+# The core's tests again with 2 MiB arenas: whole huge pages, so the
+# huge-page advice (PYMALLOC_HUGE_PAGES) is taken, not skipped.
 test-rust:
 	$(CARGO) test --release
+	PYMALLOC_ARENA_SIZE=2097152 $(CARGO) test --release --lib --target-dir target/arenas-2m
 
 lint:
 	$(CARGO) fmt --check

@@ -85,36 +85,79 @@ pub fn space_from_env(value: Option<&str>) -> Result<u64, String> {
     let Some(text) = value else {
         return Ok(DEFAULT_SPACE_BYTES);
     };
+    match parse_size(text) {
+        Some(bytes) if bytes <= MAX_SPACE_BYTES && bytes % ARENA_SIZE as u64 == 0 => Ok(bytes),
+        _ => Err(format!(
+            "PYMALLOC_ARENA_SPACE={text:?}: expected a size such as 32G, 512M or 0 \
+             (a multiple of the {ARENA_SIZE}-byte arena size, at most {}G)",
+            MAX_SPACE_BYTES >> 30
+        )),
+    }
+}
+
+/// A size in bytes with an optional `K`, `M`, `G` or `T` suffix (powers of
+/// 1024), surrounding blanks allowed.
+fn parse_size(text: &str) -> Option<u64> {
     let trimmed = text.trim();
-    let (digits, unit) = match trimmed.char_indices().last() {
+    let (digits, shift) = match trimmed.char_indices().last() {
         Some((at, suffix)) if suffix.is_ascii_alphabetic() => {
             let shift = match suffix.to_ascii_uppercase() {
                 'K' => 10,
                 'M' => 20,
                 'G' => 30,
                 'T' => 40,
-                _ => 64,
+                _ => return None,
             };
             (&trimmed[..at], shift)
         }
         _ => (trimmed, 0),
     };
-    let invalid = || {
-        format!(
-            "PYMALLOC_ARENA_SPACE={text:?}: expected a size such as 32G, 512M or 0 \
-             (a multiple of the {ARENA_SIZE}-byte arena size, at most {}G)",
-            MAX_SPACE_BYTES >> 30
-        )
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// Arena memory in use from which new arenas ask for transparent huge
+/// pages, unless `PYMALLOC_HUGE_PAGES` says otherwise. A huge page is
+/// resident whole from its first touch, so an arena whose pools are not
+/// all carved yet costs its full size: below this, 4 KiB pages keep a
+/// small heap small (CPython's baseline is about 10 MiB); above it, the
+/// pools not yet carved are at most one arena in 32 of the heap, and a
+/// heap that grows or is torn down and built again takes one fault per
+/// 2 MiB instead of 512 (docs/tuning.md).
+pub const DEFAULT_HUGE_PAGES_FROM: u64 = 64 << 20;
+
+/// `HUGE_PAGES_FROM` when huge pages are off.
+const HUGE_PAGES_OFF: u64 = u64::MAX;
+
+static HUGE_PAGES_FROM: AtomicU64 = AtomicU64::new(DEFAULT_HUGE_PAGES_FROM);
+
+/// The arena memory in use from which new arenas ask for huge pages
+/// (`None`: never).
+pub fn set_huge_pages_from(bytes: Option<u64>) {
+    HUGE_PAGES_FROM.store(bytes.unwrap_or(HUGE_PAGES_OFF), Ordering::Relaxed);
+}
+
+pub fn huge_pages_from() -> Option<u64> {
+    Some(HUGE_PAGES_FROM.load(Ordering::Relaxed)).filter(|&bytes| bytes != HUGE_PAGES_OFF)
+}
+
+/// `PYMALLOC_HUGE_PAGES`: `off`, or the arena memory in use (a size with an
+/// optional `K`, `M` or `G` suffix) from which new arenas ask for
+/// transparent huge pages; `0` asks from the first arena. Unset keeps the
+/// default.
+pub fn huge_pages_from_env(value: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(text) = value else {
+        return Ok(Some(DEFAULT_HUGE_PAGES_FROM));
     };
-    let number: u64 = digits.parse().map_err(|_| invalid())?;
-    if unit == 64 {
-        return Err(invalid());
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
     }
-    let bytes = number.checked_mul(1 << unit).ok_or_else(invalid)?;
-    if bytes > MAX_SPACE_BYTES || bytes % ARENA_SIZE as u64 != 0 {
-        return Err(invalid());
+    match parse_size(text) {
+        Some(bytes) if bytes < HUGE_PAGES_OFF => Ok(Some(bytes)),
+        _ => Err(format!(
+            "PYMALLOC_HUGE_PAGES={text:?}: expected off, or the arena memory in use from \
+             which arenas ask for huge pages, such as 64M (the default) or 0 (always)"
+        )),
     }
-    Ok(bytes)
 }
 
 /// What [`ArenaSpace::take`] found.
@@ -146,6 +189,14 @@ pub struct ArenaSpace {
     handed_out: usize,
     /// Given-back slots: one bit each, set while decommitted and free.
     given_back: *mut u64,
+    /// Whether this is the process's span, whose bounds [`contains`] reads
+    /// (set by [`Self::reserve`]; the tests' private spans are not).
+    publishes_bounds: bool,
+    /// Arena memory in use from which slots ask for huge pages (read when
+    /// the span is reserved; `None`: never).
+    huge_pages_from: Option<u64>,
+    /// Slots committed with huge-page advice, over the span's life.
+    huge_page_commits: usize,
     given_back_count: usize,
     /// No word below this one has a bit set.
     first_candidate_word: usize,
@@ -161,6 +212,8 @@ pub struct SpaceView {
     pub reserved_bytes: usize,
     pub slots_handed_out: usize,
     pub slots_given_back: usize,
+    /// Slots committed with huge-page advice, over the span's life.
+    pub huge_page_commits: usize,
     /// The given-back bitmap's own memory.
     pub bookkeeping_bytes: usize,
 }
@@ -173,6 +226,9 @@ impl ArenaSpace {
             slots: 0,
             handed_out: 0,
             given_back: core::ptr::null_mut(),
+            publishes_bounds: false,
+            huge_pages_from: None,
+            huge_page_commits: 0,
             given_back_count: 0,
             first_candidate_word: 0,
         }
@@ -198,11 +254,16 @@ impl ArenaSpace {
         if !os::commit(address, ARENA_SIZE) {
             return Taken::OutOfMemory;
         }
+        if self.wants_huge_pages() && os::advise_huge_pages(address, ARENA_SIZE) {
+            self.huge_page_commits += 1;
+        }
         if fresh {
             self.handed_out += 1;
-            BOUNDS
-                .handed_out
-                .store(self.handed_out * ARENA_SIZE, Ordering::Release);
+            if self.publishes_bounds {
+                BOUNDS
+                    .handed_out
+                    .store(self.handed_out * ARENA_SIZE, Ordering::Release);
+            }
         } else {
             self.clear_given_back(slot);
         }
@@ -235,8 +296,19 @@ impl ArenaSpace {
             reserved_bytes: self.slots * ARENA_SIZE,
             slots_handed_out: self.handed_out,
             slots_given_back: self.given_back_count,
+            huge_page_commits: self.huge_page_commits,
             bookkeeping_bytes: self.slots.div_ceil(64) * 8,
         }
+    }
+
+    /// Whether the slot being committed should ask for huge pages: arenas
+    /// made of whole huge pages, and enough of them in use already.
+    fn wants_huge_pages(&self) -> bool {
+        let in_use = (self.handed_out - self.given_back_count) * ARENA_SIZE;
+        ARENA_SIZE % os::HUGE_PAGE_SIZE == 0
+            && self
+                .huge_pages_from
+                .is_some_and(|from| in_use as u64 >= from)
     }
 
     fn reserve(&mut self, bytes: usize) {
@@ -256,7 +328,9 @@ impl ArenaSpace {
         self.base = span.as_ptr() as usize;
         self.slots = slots;
         self.given_back = bitmap.as_ptr().cast();
+        self.huge_pages_from = huge_pages_from();
         BOUNDS.base.store(self.base, Ordering::Relaxed);
+        self.publishes_bounds = true;
         self.state = State::Reserved;
     }
 
@@ -331,6 +405,87 @@ mod tests {
         space.given_back = os::map(slots.div_ceil(64) * 8).unwrap().as_ptr().cast();
         space.state = State::Reserved;
         space
+    }
+
+    /// The `VmFlags` line of the mapping that holds `address`, from
+    /// /proc/self/smaps (`hg`: huge-page advice).
+    fn vm_flags_of(address: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for entry in smaps.lines() {
+            let first = entry.split_whitespace().next().unwrap_or("");
+            if let Some((start, end)) = first.split_once('-') {
+                if let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                ) {
+                    inside = (start..end).contains(&address);
+                    continue;
+                }
+            }
+            if inside && entry.starts_with("VmFlags:") {
+                return entry.to_string();
+            }
+        }
+        panic!("no mapping holds {address:#x}");
+    }
+
+    fn has_huge_page_advice(address: usize) -> bool {
+        vm_flags_of(address)
+            .split_whitespace()
+            .any(|flag| flag == "hg")
+    }
+
+    #[test]
+    fn huge_page_settings_parse_and_are_validated() {
+        assert_eq!(huge_pages_from_env(None), Ok(Some(DEFAULT_HUGE_PAGES_FROM)));
+        assert_eq!(huge_pages_from_env(Some("off")), Ok(None));
+        assert_eq!(huge_pages_from_env(Some(" OFF ")), Ok(None));
+        assert_eq!(huge_pages_from_env(Some("0")), Ok(Some(0)));
+        assert_eq!(huge_pages_from_env(Some("128M")), Ok(Some(128 << 20)));
+        assert_eq!(huge_pages_from_env(Some("1G")), Ok(Some(1 << 30)));
+        for bad in ["", "on", "yes", "12X", "-1", "99999999999999999999"] {
+            let error = huge_pages_from_env(Some(bad)).unwrap_err();
+            assert!(error.contains("PYMALLOC_HUGE_PAGES"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn slots_ask_for_huge_pages_once_enough_arena_memory_is_in_use() {
+        let whole_huge_pages = ARENA_SIZE % os::HUGE_PAGE_SIZE == 0;
+        let mut space = private_space(4);
+        space.huge_pages_from = Some(2 * ARENA_SIZE as u64);
+        let first = take_slot(&mut space);
+        let second = take_slot(&mut space);
+        let third = take_slot(&mut space);
+        assert!(!has_huge_page_advice(first), "{}", vm_flags_of(first));
+        assert!(!has_huge_page_advice(second), "{}", vm_flags_of(second));
+        assert_eq!(
+            has_huge_page_advice(third),
+            whole_huge_pages,
+            "{}",
+            vm_flags_of(third)
+        );
+        assert_eq!(
+            space.view().huge_page_commits,
+            usize::from(whole_huge_pages)
+        );
+        // Given back, the slot loses the advice with its mapping; taken
+        // again below the threshold (one arena in use), it does not ask.
+        // SAFETY: committed slots of ours that nothing refers to.
+        unsafe {
+            space.give_back(third);
+            space.give_back(second);
+        }
+        assert!(!has_huge_page_advice(third));
+        assert_eq!(take_slot(&mut space), second);
+        assert!(!has_huge_page_advice(second));
+
+        let mut never = private_space(2);
+        never.huge_pages_from = None;
+        let slot = take_slot(&mut never);
+        assert!(!has_huge_page_advice(slot));
+        assert_eq!(never.view().huge_page_commits, 0);
     }
 
     fn take_slot(space: &mut ArenaSpace) -> usize {

@@ -412,6 +412,10 @@ pub fn configure_from_env() {
     crate::arena_space::set_space_bytes(or_abort(crate::arena_space::space_from_env(
         space.as_deref(),
     )));
+    let huge_pages = lookup("PYMALLOC_HUGE_PAGES");
+    crate::arena_space::set_huge_pages_from(or_abort(crate::arena_space::huge_pages_from_env(
+        huge_pages.as_deref(),
+    )));
     let cache = lookup("PYMALLOC_BLOCK_CACHE_BYTES");
     crate::block_cache::set_bytes_per_class(or_abort(crate::block_cache::bytes_from_env(
         cache.as_deref(),

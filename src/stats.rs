@@ -230,6 +230,11 @@ pub fn render(snap: &Snapshot) -> String {
         "# slots given back, reusable",
         space.slots_given_back as u64,
     );
+    line(
+        &mut out,
+        "# arenas committed with huge pages",
+        space.huge_page_commits as u64,
+    );
     out.push_str("\nthread heaps\n");
     let h = &snap.heaps;
     line(&mut out, "# heaps live", h.live as u64);

@@ -11,6 +11,9 @@
  * from their Debian packages (skipped, with a note, when missing).
  *
  * Workloads use a Python-like size mix: 16..512 bytes, most of them 16..64.
+ * "teardown 1M" is each allocator's first teardown in its turn, after the
+ * others ran (cold memory for an allocator that gives freed memory back);
+ * "teardown 1M, again" follows an untimed one (warm memory).
  * Each is run N times per allocator (interleaved across allocators); the
  * table gives the median nanoseconds per operation and the ratio to
  * CPython's pymalloc (>1 = faster than CPython's pymalloc). */
@@ -113,6 +116,14 @@ static long teardown(const allocator *a)
         a->free(blocks[i]);
     free(blocks);
     return 2 * n;
+}
+
+/* The same, after a first untimed teardown in the same turn: a program that
+ * builds and frees large structures again and again, whose memory is warm
+ * (still mapped) unless its allocator gave it back in between. */
+static void teardown_untimed(const allocator *a)
+{
+    teardown(a);
 }
 
 static long sweep(const allocator *a)
@@ -230,17 +241,19 @@ typedef struct {
     const char *name;
     long (*run)(const allocator *);
     int threaded;
+    void (*before)(const allocator *); /* untimed, right before each timed run */
 } workload;
 
 static const workload workloads[] = {
-    { "pair (alloc+free)", pairs, 0 },
-    { "churn 100k live", churn, 0 },
-    { "teardown 1M", teardown, 0 },
-    { "size-class sweep", sweep, 0 },
-    { "realloc growth", realloc_growth, 0 },
-    { "producer/consumer", producer_consumer, 1 },
-    { "1 thread churn", threads1, 1 },
-    { "2 threads churn", threads2, 1 },
+    { "pair (alloc+free)", pairs, 0, NULL },
+    { "churn 100k live", churn, 0, NULL },
+    { "teardown 1M", teardown, 0, NULL },
+    { "teardown 1M, again", teardown, 0, teardown_untimed },
+    { "size-class sweep", sweep, 0, NULL },
+    { "realloc growth", realloc_growth, 0, NULL },
+    { "producer/consumer", producer_consumer, 1, NULL },
+    { "1 thread churn", threads1, 1, NULL },
+    { "2 threads churn", threads2, 1, NULL },
 };
 #define NWORK (sizeof workloads / sizeof workloads[0])
 
@@ -329,6 +342,8 @@ int main(int argc, char **argv)
                 continue;
             }
             for (int run = 0; run < runs; run++) {
+                if (workloads[w].before)
+                    workloads[w].before(&system);
                 double start = now_ns();
                 long ops = workloads[w].run(&system);
                 times[run] = (now_ns() - start) / ops;
@@ -371,15 +386,36 @@ int main(int argc, char **argv)
         printf("note: jemalloc cannot be dlopen'ed (%s); it was measured in a child process with "
                "LD_PRELOAD=libjemalloc.so.2, not interleaved with the others\n", jemalloc.why_missing);
 
+    /* Run order: the table's, except that pymalloc-rs's two columns (one
+     * allocator, two entry points) are not run back to back: the second
+     * would find the memory the first just freed still mapped, and its
+     * first teardown would not be cold as everyone else's is. */
+    int order[MAXA], ordered = 0, core_at = -1;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(allocators[i].name, ours_core.name))
+            core_at = i;
+    for (int i = 0; i < n; i++) {
+        if (i == core_at)
+            continue;
+        order[ordered++] = i;
+        if (core_at >= 0 && !strcmp(allocators[i].name, glibc.name))
+            order[ordered++] = core_at, core_at = -1;
+    }
+    if (core_at >= 0)
+        order[ordered++] = core_at;
+
     for (size_t w = 0; w < NWORK; w++) {
         if (only && !strstr(workloads[w].name, only))
             continue;
         for (int run = 0; run < runs; run++)
-            for (int i = 0; i < n; i++) {
+            for (int k = 0; k < n; k++) {
+                int i = order[k];
                 if (workloads[w].threaded && !allocators[i].thread_safe) {
                     results[i][w][run] = 0;
                     continue;
                 }
+                if (workloads[w].before)
+                    workloads[w].before(&allocators[i]);
                 double start = now_ns();
                 long ops = workloads[w].run(&allocators[i]);
                 results[i][w][run] = (now_ns() - start) / ops;
