@@ -18,9 +18,13 @@
 //! frees (a teardown, a garbage collection) costs what it would without a
 //! cache: the cache keeps the first blocks of the burst, for the next
 //! allocations. Cached blocks still count as allocated in their pool (a
-//! pool with a cached block is not empty and is not returned); so the few
-//! pools they keep are all a burst leaves behind, and their arenas' free
-//! pools are purged after the decay time (see `arena`). Statistics report
+//! pool with a cached block is not empty and is not returned), so when a
+//! free past the full cache empties a pool, the class's cached blocks go
+//! back to their pools as well (`heap`): blocks kept from before the burst
+//! would otherwise pin pools scattered over the heap, and the class's next
+//! allocations would be spread over them. The few pools the cache keeps
+//! are all a burst leaves behind, and their arenas' free pools are purged
+//! after the decay time (see `arena`). Statistics report
 //! cached blocks as available, and `PyCore_Trim` and thread exit give them
 //! all back to their pools. A budget of 0 turns the caches off.
 //!
