@@ -136,6 +136,8 @@ test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
 	LD_PRELOAD=$(CURDIR)/$(SHARED) timeout 10 sh -c 'echo shell ok' | grep -q 'shell ok'
 	@echo "== tracemalloc traces allocations with the library preloaded"
 	LD_PRELOAD=$(CURDIR)/$(SHARED) $(PY_EXE) -X tracemalloc c_tests/cpython_tracemalloc.py $(CURDIR)/$(SHARED)
+	@echo "== preloaded, the exports dispatch through CPython's live tables and follow their changes"
+	$(PY_EXE) c_tests/cpython_dispatch.py $(PY_EXE) $(CURDIR)/$(SHARED)
 	@echo "== the allocation profiler through CPython's hooks (runner and preload)"
 	$(PY_EXE) c_tests/cpython_profile.py $(PY_EXE) $(CURDIR)/$(SHARED) $(RUNNER)
 	@echo "== embedding and preload smoke test on every CPython 3.8+ under pyenv"
@@ -203,10 +205,10 @@ bench-python: peers $(RUNNER)
 	    --runs $(BENCH_RUNS) --out target/bench-python --plot
 
 # Whole-process instructions (callgrind) of each Python workload: stock,
-# and the runner with and without block caches. Repeatable where timings
+# the runner with and without block caches, and LD_PRELOAD. Repeatable where timings
 # on a shared machine are not.
 bench-python-instructions: $(RUNNER)
-	sh scripts/python_instructions.sh $(PY_EXE) $(RUNNER) | tee target/python-instructions.md
+	sh scripts/python_instructions.sh $(PY_EXE) $(RUNNER) $(SHARED) | tee target/python-instructions.md
 	$(PYTHON) benches/py/plot.py --python-instructions target/python-instructions.md --out target/python-instructions.svg
 
 # The Rust-level fast paths (criterion): PyMalloc and PyCore_* against the

@@ -43,7 +43,13 @@ for dir in "$root"/3.*; do
     [ "$got" = "$version" ] || { echo "FAIL $version $mode: printed '$got'" >&2; exit 1; }
     pools=$(sed -n 's/.*pools_taken=\([0-9]*\).*/\1/p' "$stats" 2>/dev/null | head -1)
     [ "${pools:-0}" -gt 0 ] || { echo "FAIL $version $mode: pymalloc-rs did not serve the run" >&2; exit 1; }
-    echo "ok: CPython $version $mode: served by pymalloc-rs ($pools pools)"
+    # Preloaded, CPython's calls reach our exports; they must dispatch
+    # through CPython's live tables, found at installation (src/cpython_dispatch.rs).
+    exports=$(sed -n 's/.*object_exports=\([a-z]*\).*/\1/p' "$stats" | head -1)
+    if [ $mode = preload ] && [ "$exports" != table ]; then
+      echo "FAIL $version $mode: object exports '$exports', not dispatched through CPython's table" >&2; exit 1
+    fi
+    echo "ok: CPython $version $mode: served by pymalloc-rs ($pools pools; object exports: $exports)"
   done
   ran="$ran $version"
 done

@@ -18,6 +18,8 @@
 //!   `PyMem_SetupDebugHooks`). So when libpython is found after us in the
 //!   lookup order, each CPython-named export forwards to libpython's own
 //!   function, and our allocator is reached through the installed tables.
+//!   The memory API's exports do what libpython's functions do themselves
+//!   once CPython's live tables are found ([`crate::cpython_dispatch`]).
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void, CStr};
@@ -53,8 +55,19 @@ impl PyMemAllocatorEx {
     /// `WRAPPED` (function addresses are not reliably comparable).
     fn is_ours(&self) -> bool {
         let start = WRAPPED.0.get() as usize;
-        let end = start + core::mem::size_of::<[PyMemAllocatorEx; 3]>();
+        let end = start + core::mem::size_of::<[PyMemAllocatorEx; WRAPPED_ENTRIES]>();
         (start..end).contains(&(self.ctx as usize))
+    }
+
+    /// The table's five words, to find or compare a copy of it in memory.
+    pub(crate) fn words(&self) -> [usize; 5] {
+        [
+            self.ctx as usize,
+            self.malloc.map_or(0, |f| f as usize),
+            self.calloc.map_or(0, |f| f as usize),
+            self.realloc.map_or(0, |f| f as usize),
+            self.free.map_or(0, |f| f as usize),
+        ]
     }
 
     fn is_complete(&self) -> bool {
@@ -92,19 +105,23 @@ impl Fallback for Previous<'_> {
     }
 }
 
-/// Per domain, the allocator our table wraps. Written only under
-/// `INSTALL_LOCK` and before any table pointing at it is handed out;
-/// afterwards only read.
-struct Wrapped(UnsafeCell<[PyMemAllocatorEx; 3]>);
+/// Per domain, the allocator our table wraps, twice: entry `domain` is the
+/// context of the table we install, entry `3 + domain` the context of its
+/// alias, a table that behaves the same but differs in its context word
+/// (see `cpython_dispatch::locate`). Written only under `INSTALL_LOCK` and
+/// before any table pointing at it is handed out; afterwards only read.
+struct Wrapped(UnsafeCell<[PyMemAllocatorEx; WRAPPED_ENTRIES]>);
 // SAFETY: see `Wrapped`: writes happen before publication, under a lock.
 unsafe impl Sync for Wrapped {}
-static WRAPPED: Wrapped = Wrapped(UnsafeCell::new([PyMemAllocatorEx::EMPTY; 3]));
+const WRAPPED_ENTRIES: usize = 2 * Domain::ALL.len();
+static WRAPPED: Wrapped = Wrapped(UnsafeCell::new([PyMemAllocatorEx::EMPTY; WRAPPED_ENTRIES]));
 static INSTALL_LOCK: Locked<()> = Locked::new(());
 
 /// The domain whose `WRAPPED` entry `ctx` points to.
 fn domain_of(ctx: *mut c_void) -> Domain {
     let offset = ctx as usize - WRAPPED.0.get() as usize;
-    Domain::ALL[(offset / core::mem::size_of::<PyMemAllocatorEx>()).min(2)]
+    let entry = offset / core::mem::size_of::<PyMemAllocatorEx>();
+    Domain::ALL[entry % Domain::ALL.len()]
 }
 
 unsafe extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
@@ -250,6 +267,9 @@ unsafe fn capture(domain: Domain, runtime: Option<&Runtime>) {
     } else {
         LIBC_TABLE
     };
+    let wrapped = *wrapped;
+    // SAFETY: as above, for the alias's entry.
+    unsafe { (*WRAPPED.0.get())[Domain::ALL.len() + domain as usize] = wrapped };
 }
 
 /// A hook table serving `domain` from the pools, wrapping the domain's
@@ -262,10 +282,29 @@ pub fn allocator_for(domain: Domain) -> PyMemAllocatorEx {
 }
 
 fn table(domain: Domain) -> PyMemAllocatorEx {
-    // SAFETY: taking the address of an entry of the static; not a read.
-    let ctx = unsafe { (WRAPPED.0.get() as *mut PyMemAllocatorEx).add(domain as usize) };
+    table_with_context(context(domain))
+}
+
+/// The context of the table we install for `domain`: how the exports
+/// recognise it in CPython's live table (`cpython_dispatch`).
+#[inline(always)]
+pub(crate) fn context(domain: Domain) -> *mut c_void {
+    // SAFETY: the address of an entry of the static; nothing is read.
+    unsafe { (WRAPPED.0.get() as *mut PyMemAllocatorEx).add(domain as usize) }.cast()
+}
+
+/// The same table under the alias context (see `Wrapped`).
+fn alias_table(domain: Domain) -> PyMemAllocatorEx {
+    // SAFETY: the address of an entry of the static; nothing is read.
+    let ctx = unsafe {
+        (WRAPPED.0.get() as *mut PyMemAllocatorEx).add(Domain::ALL.len() + domain as usize)
+    };
+    table_with_context(ctx.cast())
+}
+
+fn table_with_context(ctx: *mut c_void) -> PyMemAllocatorEx {
     PyMemAllocatorEx {
-        ctx: ctx.cast(),
+        ctx,
         malloc: Some(if profile::enabled() {
             hook_malloc_profiled
         } else {
@@ -320,6 +359,23 @@ pub fn install_hooks() -> Result<usize, InstallError> {
         // they are installed: see docs/cpython.md).
         unsafe { (runtime.set)(domain as c_int, &mut hooks) };
         installed += 1;
+        // The profiler counts requests in its own hook functions, which
+        // the exports' in-place dispatch would pass by: it keeps
+        // forwarding to libpython while the profiler is on.
+        if domain::forwarding(domain) && !profile::enabled() {
+            let set = |table: &PyMemAllocatorEx| {
+                let mut copy = *table;
+                // SAFETY: as above.
+                unsafe { (runtime.set)(domain as c_int, &mut copy) };
+            };
+            crate::cpython_dispatch::locate(
+                domain,
+                runtime.set as *const c_void,
+                &hooks,
+                &alias_table(domain),
+                set,
+            );
+        }
     }
     // With PYMALLOC=debug, CPython's own debug hooks go over our tables:
     // CPython's report format and its GIL checks, in front of our pools.

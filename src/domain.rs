@@ -23,7 +23,7 @@
 //! a block, so a block always returns to the allocator that made it. With
 //! them, each heap checks that its blocks come back through its own family.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::allocator;
 use crate::config::{MEM_POOLED_BY_DEFAULT, OBJ_POOLED_BY_DEFAULT, RAW_POOLED_BY_DEFAULT};
@@ -43,6 +43,16 @@ pub enum Domain {
 impl Domain {
     /// CPython's three domains, in `PYMEM_DOMAIN_*` order.
     pub const ALL: [Domain; 3] = [Domain::Raw, Domain::Mem, Domain::Obj];
+
+    /// The heap's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Domain::Raw => "raw",
+            Domain::Mem => "mem",
+            Domain::Obj => "object",
+            Domain::Core => "core",
+        }
+    }
 
     fn variable(self) -> &'static str {
         match self {
@@ -75,6 +85,10 @@ const PROFILE: u8 = 4;
 /// the exports forward to it (see [`crate::cpython`]). Kept in the same
 /// byte so that the exports' fast path tests one value for everything.
 pub const FORWARD: u8 = 8;
+/// With `FORWARD`: the address of CPython's live allocator table for this
+/// heap is known, so the exports dispatch through it themselves instead of
+/// calling libpython's function (see [`crate::cpython_dispatch`]).
+pub const LIVE_TABLE: u8 = 16;
 /// The state of a heap on the plain pooled path: allocation tests for it.
 pub const PLAIN_POOLED: u8 = POOLED;
 /// The bits that take a free off the plain path.
@@ -121,12 +135,36 @@ impl Setting {
     }
 }
 
-static STATE: [AtomicU8; 4] = [
-    AtomicU8::new(Setting::plain(RAW_POOLED_BY_DEFAULT).encode()),
-    AtomicU8::new(Setting::plain(MEM_POOLED_BY_DEFAULT).encode()),
-    AtomicU8::new(Setting::plain(OBJ_POOLED_BY_DEFAULT).encode()),
-    AtomicU8::new(POOLED),
-];
+/// What the exports' fast paths read, in one record (one address to
+/// load, one cache line): each heap's state byte and, inside a CPython
+/// whose live allocator tables were found, where they are and the context
+/// word that marks ours (see [`crate::cpython_dispatch`]).
+#[repr(C, align(64))]
+struct Heaps {
+    state: [AtomicU8; 4],
+    live_table: [AtomicUsize; 3],
+    our_context: [AtomicUsize; 3],
+}
+
+static HEAPS: Heaps = Heaps {
+    state: [
+        AtomicU8::new(Setting::plain(RAW_POOLED_BY_DEFAULT).encode()),
+        AtomicU8::new(Setting::plain(MEM_POOLED_BY_DEFAULT).encode()),
+        AtomicU8::new(Setting::plain(OBJ_POOLED_BY_DEFAULT).encode()),
+        AtomicU8::new(POOLED),
+    ],
+    live_table: [
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ],
+    our_context: [
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ],
+};
+static STATE: &[AtomicU8; 4] = &HEAPS.state;
 
 /// Everything about how `domain` is served, in one byte: zero bits other
 /// than `POOLED` mean the plain pooled fast path.
@@ -148,7 +186,7 @@ pub fn set(domain: Domain, setting: Setting) {
         Domain::Core => Backend::Pymalloc,
         _ => setting.backend,
     };
-    let kept = state(domain) & (PROFILE | FORWARD);
+    let kept = state(domain) & (PROFILE | FORWARD | LIVE_TABLE);
     let encoded = Setting { backend, ..setting }.encode() | kept;
     STATE[domain as usize].store(encoded, Ordering::Relaxed);
 }
@@ -158,6 +196,30 @@ pub fn enable_forwarding() {
     for domain in Domain::ALL {
         STATE[domain as usize].fetch_or(FORWARD, Ordering::Relaxed);
     }
+}
+
+/// Whether `domain`'s CPython-named exports forward to libpython.
+pub fn forwarding(domain: Domain) -> bool {
+    state(domain) & FORWARD != 0
+}
+
+/// CPython's live table for `domain` has been found at `table`; ours is
+/// the one whose context word is `our_context`. The exports dispatch
+/// through it from now on.
+pub fn enable_live_dispatch(domain: Domain, table: usize, our_context: usize) {
+    HEAPS.live_table[domain as usize].store(table, Ordering::Relaxed);
+    HEAPS.our_context[domain as usize].store(our_context, Ordering::Relaxed);
+    STATE[domain as usize].fetch_or(LIVE_TABLE, Ordering::Relaxed);
+}
+
+/// With `LIVE_TABLE` in the state: the address of CPython's live table
+/// for `domain`, and the context word of ours.
+#[inline(always)]
+pub fn live_table(domain: Domain) -> (usize, usize) {
+    (
+        HEAPS.live_table[domain as usize].load(Ordering::Relaxed),
+        HEAPS.our_context[domain as usize].load(Ordering::Relaxed),
+    )
 }
 
 /// Route every heap's requests through the profiler from now on.

@@ -64,7 +64,9 @@
 //! system allocator ([`system`]), the heaps' backend choice ([`domain`]),
 //! typed objects ([`object`]), the debug hooks ([`debug`]), statistics
 //! ([`stats`]), the allocation profiler ([`profile`]), the CPython hook
-//! tables and their installation ([`cpython`]), messages to the user
+//! tables and their installation ([`cpython`]), the exports' dispatch
+//! through CPython's live tables when CPython calls them
+//! ([`cpython_dispatch`]), messages to the user
 //! ([`report`]) and the C ABI ([`ffi`]), which only validates arguments
 //! and calls the core. Rust programs can make the pools their global
 //! allocator with [`PyMalloc`] ([`global_alloc`]).
@@ -76,6 +78,7 @@ pub mod arena_space;
 pub mod block_cache;
 pub mod config;
 pub mod cpython;
+pub mod cpython_dispatch;
 pub mod debug;
 pub mod domain;
 pub mod ffi;

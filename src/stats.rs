@@ -268,6 +268,16 @@ pub fn render(snap: &Snapshot) -> String {
         "# bytes of allocator metadata",
         snap.metadata_bytes as u64,
     );
+    let dispatch: Vec<_> = crate::domain::Domain::ALL
+        .iter()
+        .filter_map(|&domain| Some((domain, crate::cpython_dispatch::describe(domain)?)))
+        .collect();
+    if !dispatch.is_empty() {
+        out.push_str("\nCPython-named exports (libpython in the process)\n");
+        for (domain, how) in dispatch {
+            let _ = writeln!(out, "{:<10}{how}", format!("{}:", domain.name()));
+        }
+    }
     let _ = writeln!(
         out,
         "\nconfiguration: alignment {ALIGNMENT}, pool {POOL_SIZE} bytes, arena {ARENA_SIZE} bytes"
@@ -280,7 +290,7 @@ pub fn render(snap: &Snapshot) -> String {
 pub fn summary_line(snap: &Snapshot) -> String {
     format!(
         "pymalloc pid={} arenas_total={} arenas_current={} blocks_in_use={} pools_taken={} \
-         heaps_created={} cross_thread_frees={}\n",
+         heaps_created={} cross_thread_frees={} mem_exports={} object_exports={}\n",
         std::process::id(),
         snap.arenas.allocated_total,
         snap.arenas.current,
@@ -288,6 +298,8 @@ pub fn summary_line(snap: &Snapshot) -> String {
         snap.heaps.pools_taken,
         snap.heaps.created,
         snap.heaps.remote_frees,
+        crate::cpython_dispatch::short(crate::domain::Domain::Mem),
+        crate::cpython_dispatch::short(crate::domain::Domain::Obj),
     )
 }
 

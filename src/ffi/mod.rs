@@ -6,6 +6,8 @@
 
 use ::core::ffi::c_void;
 
+use crate::allocator;
+use crate::cpython_dispatch;
 use crate::domain::{self, Domain};
 
 pub mod core;
@@ -25,29 +27,67 @@ fn count_ok(count: usize, size: usize) -> bool {
     size == 0 || count <= isize::MAX as usize / size
 }
 
-/// An export's allocation: the plain pooled fast path inline, anything
-/// else through `other` (given the heap's state), kept out of line.
+/// An export's allocation: the pooled fast path inline when the heap is
+/// plainly pooled, or when, inside a CPython whose live table is known,
+/// that table is ours (one path for both, so that neither pays for the
+/// other beyond its test); anything else through `other` (given the
+/// heap's state), kept out of line.
 #[inline(always)]
 fn malloc_export(domain: Domain, size: usize, other: fn(u8, usize) -> *mut c_void) -> *mut c_void {
     let state = domain::state(domain);
-    match domain::malloc_plain(state, size) {
-        Some(block) => block.cast(),
-        None => other(state, size),
+    if pooled_in_place(domain, state) {
+        if let Some(block) = allocator::malloc_small(size) {
+            return block.cast();
+        }
     }
+    other(state, size)
 }
 
-/// An export's free: the plain pooled fast path inline, anything else
-/// through `other`.
+/// Whether the pools serve `domain` directly: its state is plain pooled,
+/// or CPython's live table for it is known and is ours.
+#[inline(always)]
+fn pooled_in_place(domain: Domain, state: u8) -> bool {
+    state == domain::PLAIN_POOLED
+        || (state & domain::LIVE_TABLE != 0
+            // SAFETY: the state says the live table's address is known.
+            && unsafe { cpython_dispatch::table_is_ours(domain) })
+}
+
+/// An export's free: as `malloc_export`. Plainly pooled or not, a heap
+/// without debug hooks or forwarding frees through the ownership test;
+/// inside a CPython whose live table is ours, a block of the arena space
+/// goes straight back to the pools.
 ///
 /// # Safety
 /// `ptr` is NULL or a live block of `domain`.
 #[inline(always)]
 unsafe fn free_export(domain: Domain, ptr: *mut c_void, other: unsafe fn(u8, *mut c_void)) {
     let state = domain::state(domain);
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: guaranteed by the caller; the state says whether the live
+    // table's address is known.
     unsafe {
-        if !domain::free_plain(state, ptr.cast()) {
-            other(state, ptr)
+        if domain::free_plain(state, ptr.cast()) {
+            return;
         }
+        if state & domain::LIVE_TABLE != 0 && cpython_dispatch::free_if_ours(domain, ptr.cast()) {
+            return;
+        }
+        other(state, ptr)
     }
 }
+
+/// Inside a CPython whose live table is known (`LIVE_TABLE` in `state`),
+/// the exports do what libpython's function of the same name does after
+/// its argument checks: call the domain's table. `None` when the table is
+/// not known (the export forwards to libpython instead).
+macro_rules! through_live_table {
+    ($state:expr, $domain:expr => $call:ident($($arg:expr),*)) => {
+        if $state & $crate::domain::LIVE_TABLE != 0 {
+            // SAFETY: the state says the live table's address is known;
+            // the arguments are the export's, checked as CPython does.
+            #[allow(unused_unsafe)]
+            return unsafe { $crate::cpython_dispatch::$call($domain, $($arg),*) }.cast();
+        }
+    };
+}
+pub(crate) use through_live_table;

@@ -7,7 +7,8 @@
 use core::ffi::c_void;
 use core::ptr::null_mut;
 
-use super::{count_ok, free_export, malloc_export, size_ok};
+use super::{count_ok, free_export, malloc_export, size_ok, through_live_table};
+use crate::cpython_dispatch;
 use crate::domain::{self, Domain};
 use crate::object::{self, PyObject, PyTypeObject, PyVarObject, Py_ssize_t};
 
@@ -22,13 +23,12 @@ pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 fn object_malloc_other(state: u8, size: usize) -> *mut c_void {
-    if state != domain::PLAIN_POOLED {
-        crate::forward_to_cpython!(state => PyObject_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
-            size);
-    }
     if !size_ok(size) {
         return null_mut();
     }
+    through_live_table!(state, Domain::Obj => malloc(size));
+    crate::forward_to_cpython!(state => PyObject_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
+        size);
     domain::malloc_in(Domain::Obj, state, size).cast()
 }
 
@@ -36,12 +36,13 @@ fn object_malloc_other(state: u8, size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
     let state = domain::state(Domain::Obj);
-    crate::forward_to_cpython!(state => PyObject_Calloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
-        nelem,
-        elsize);
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
+    through_live_table!(state, Domain::Obj => calloc(nelem, elsize));
+    crate::forward_to_cpython!(state => PyObject_Calloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
+        nelem,
+        elsize);
     domain::calloc(Domain::Obj, nelem, elsize).cast()
 }
 
@@ -53,12 +54,13 @@ pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
     let state = domain::state(Domain::Obj);
-    crate::forward_to_cpython!(state => PyObject_Realloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
-        ptr,
-        new_size);
     if !size_ok(new_size) {
         return null_mut();
     }
+    through_live_table!(state, Domain::Obj => realloc(ptr.cast(), new_size));
+    crate::forward_to_cpython!(state => PyObject_Realloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+        ptr,
+        new_size);
     // SAFETY: guaranteed by the caller.
     unsafe { domain::realloc(Domain::Obj, ptr.cast(), new_size, "PyObject_Realloc").cast() }
 }
@@ -78,6 +80,11 @@ pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 unsafe fn object_free_other(state: u8, ptr: *mut c_void) {
+    if state & domain::LIVE_TABLE != 0 {
+        // SAFETY: the state says the live table's address is known; the
+        // block is the domain's (caller).
+        return unsafe { cpython_dispatch::free(Domain::Obj, ptr.cast()) };
+    }
     if state & domain::FREE_SLOW != 0 {
         crate::forward_to_cpython!(state => PyObject_Free as unsafe extern "C" fn(*mut c_void), ptr);
     }

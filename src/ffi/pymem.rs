@@ -4,7 +4,8 @@
 use core::ffi::c_void;
 use core::ptr::null_mut;
 
-use super::{count_ok, free_export, malloc_export, size_ok};
+use super::{count_ok, free_export, malloc_export, size_ok, through_live_table};
+use crate::cpython_dispatch;
 use crate::domain::{self, Domain};
 
 /// Raw heap: allocate `size` bytes. Safe to call from any thread, with no
@@ -18,13 +19,12 @@ pub extern "C" fn PyMem_RawMalloc(size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 fn raw_malloc_other(state: u8, size: usize) -> *mut c_void {
-    if state != domain::PLAIN_POOLED {
-        crate::forward_to_cpython!(state => PyMem_RawMalloc as unsafe extern "C" fn(usize) -> *mut c_void,
-            size);
-    }
     if !size_ok(size) {
         return null_mut();
     }
+    through_live_table!(state, Domain::Raw => malloc(size));
+    crate::forward_to_cpython!(state => PyMem_RawMalloc as unsafe extern "C" fn(usize) -> *mut c_void,
+        size);
     domain::malloc_in(Domain::Raw, state, size).cast()
 }
 
@@ -32,12 +32,13 @@ fn raw_malloc_other(state: u8, size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_RawCalloc(nelem: usize, elsize: usize) -> *mut c_void {
     let state = domain::state(Domain::Raw);
-    crate::forward_to_cpython!(state => PyMem_RawCalloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
-        nelem,
-        elsize);
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
+    through_live_table!(state, Domain::Raw => calloc(nelem, elsize));
+    crate::forward_to_cpython!(state => PyMem_RawCalloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
+        nelem,
+        elsize);
     domain::calloc(Domain::Raw, nelem, elsize).cast()
 }
 
@@ -49,12 +50,13 @@ pub extern "C" fn PyMem_RawCalloc(nelem: usize, elsize: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_RawRealloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
     let state = domain::state(Domain::Raw);
-    crate::forward_to_cpython!(state => PyMem_RawRealloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
-        ptr,
-        new_size);
     if !size_ok(new_size) {
         return null_mut();
     }
+    through_live_table!(state, Domain::Raw => realloc(ptr.cast(), new_size));
+    crate::forward_to_cpython!(state => PyMem_RawRealloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+        ptr,
+        new_size);
     // SAFETY: guaranteed by the caller.
     unsafe { domain::realloc(Domain::Raw, ptr.cast(), new_size, "PyMem_RawRealloc").cast() }
 }
@@ -74,6 +76,11 @@ pub unsafe extern "C" fn PyMem_RawFree(ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 unsafe fn raw_free_other(state: u8, ptr: *mut c_void) {
+    if state & domain::LIVE_TABLE != 0 {
+        // SAFETY: the state says the live table's address is known; the
+        // block is the domain's (caller).
+        return unsafe { cpython_dispatch::free(Domain::Raw, ptr.cast()) };
+    }
     if state & domain::FREE_SLOW != 0 {
         crate::forward_to_cpython!(state => PyMem_RawFree as unsafe extern "C" fn(*mut c_void), ptr);
     }
@@ -92,13 +99,12 @@ pub extern "C" fn PyMem_Malloc(size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 fn mem_malloc_other(state: u8, size: usize) -> *mut c_void {
-    if state != domain::PLAIN_POOLED {
-        crate::forward_to_cpython!(state => PyMem_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
-            size);
-    }
     if !size_ok(size) {
         return null_mut();
     }
+    through_live_table!(state, Domain::Mem => malloc(size));
+    crate::forward_to_cpython!(state => PyMem_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
+        size);
     domain::malloc_in(Domain::Mem, state, size).cast()
 }
 
@@ -106,12 +112,13 @@ fn mem_malloc_other(state: u8, size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
     let state = domain::state(Domain::Mem);
-    crate::forward_to_cpython!(state => PyMem_Calloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
-        nelem,
-        elsize);
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
+    through_live_table!(state, Domain::Mem => calloc(nelem, elsize));
+    crate::forward_to_cpython!(state => PyMem_Calloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
+        nelem,
+        elsize);
     domain::calloc(Domain::Mem, nelem, elsize).cast()
 }
 
@@ -122,12 +129,13 @@ pub extern "C" fn PyMem_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
     let state = domain::state(Domain::Mem);
-    crate::forward_to_cpython!(state => PyMem_Realloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
-        ptr,
-        new_size);
     if !size_ok(new_size) {
         return null_mut();
     }
+    through_live_table!(state, Domain::Mem => realloc(ptr.cast(), new_size));
+    crate::forward_to_cpython!(state => PyMem_Realloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+        ptr,
+        new_size);
     // SAFETY: guaranteed by the caller.
     unsafe { domain::realloc(Domain::Mem, ptr.cast(), new_size, "PyMem_Realloc").cast() }
 }
@@ -147,6 +155,11 @@ pub unsafe extern "C" fn PyMem_Free(ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 unsafe fn mem_free_other(state: u8, ptr: *mut c_void) {
+    if state & domain::LIVE_TABLE != 0 {
+        // SAFETY: the state says the live table's address is known; the
+        // block is the domain's (caller).
+        return unsafe { cpython_dispatch::free(Domain::Mem, ptr.cast()) };
+    }
     if state & domain::FREE_SLOW != 0 {
         crate::forward_to_cpython!(state => PyMem_Free as unsafe extern "C" fn(*mut c_void), ptr);
     }
