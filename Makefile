@@ -34,7 +34,7 @@ RUNNER   := target/pymalloc-python
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
         clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz \
-        bench-instructions bench-rust bench-python bench-python-instructions
+        bench-instructions bench-rust bench-python bench-python-instructions bench-page-faults
 
 all: headers runner
 
@@ -224,6 +224,15 @@ $(OUT)/pairs: benches/c/pairs.c
 bench-instructions: peers $(SHARED) $(OUT)/pairs
 	sh scripts/instructions.sh $(OUT)/pairs $(CURDIR)/$(SHARED) $(LIBPYTHON) | tee target/instructions.md
 	$(PYTHON) benches/py/plot.py --instructions target/instructions.md --out target/instructions.svg
+
+$(OUT)/page_faults: benches/c/page_faults.c
+	@mkdir -p $(OUT)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
+
+# What a first touch of fresh memory costs here (touch, MADV_POPULATE_WRITE,
+# huge pages): the floor under a cold teardown (BENCHMARKS.md).
+bench-page-faults: $(OUT)/page_faults
+	$(OUT)/page_faults 128 5 | tee target/page-faults.md
 
 # --- tuning ----------------------------------------------------------------
 

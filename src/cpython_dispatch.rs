@@ -34,7 +34,6 @@
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
-use crate::allocator;
 use crate::arena_space;
 use crate::cpython::PyMemAllocatorEx;
 use crate::domain::{self, Domain};
@@ -89,7 +88,11 @@ pub fn locate(
     set: impl Fn(&PyMemAllocatorEx),
 ) {
     match find_live_table(set_address, primary, alias, set) {
-        Ok(address) => domain::enable_live_dispatch(domain, address, primary.ctx as usize),
+        Ok(address) => domain::enable_live_dispatch(
+            domain,
+            address as *const AtomicUsize,
+            primary.ctx as usize,
+        ),
         Err(reason) => NOT_FOUND[domain as usize].store(reason as u8 + 1, Relaxed),
     }
 }
@@ -223,7 +226,7 @@ unsafe fn read_words(address: usize) -> [usize; 5] {
 /// The domain's state has `LIVE_TABLE` set (so its address is known).
 #[inline(always)]
 unsafe fn live(domain: Domain) -> PyMemAllocatorEx {
-    let (address, _) = domain::live_table(domain);
+    let address = domain::live_table(domain).0 as usize;
     // SAFETY: guaranteed by the caller: the address of CPython's table,
     // in static storage of the loaded libpython; each field one word.
     unsafe {
@@ -233,38 +236,22 @@ unsafe fn live(domain: Domain) -> PyMemAllocatorEx {
     }
 }
 
-/// Whether CPython's live table of `domain` is the one we installed.
-///
-/// # Safety
-/// As for `live`.
+/// Whether CPython's live table of `domain` is the one we installed
+/// (false while it is not known).
 #[inline(always)]
-pub unsafe fn table_is_ours(domain: Domain) -> bool {
-    let (address, ours) = domain::live_table(domain);
-    // SAFETY: guaranteed by the caller; the context is the table's first word.
-    unsafe { read_word(address) == ours }
-}
-
-/// The inline part of an allocation: when CPython's live table is ours, a
-/// block for a small request straight from the pools.
-///
-/// # Safety
-/// As for `live`.
-#[inline(always)]
-pub unsafe fn malloc_if_ours(domain: Domain, size: usize) -> Option<*mut u8> {
-    // SAFETY: guaranteed by the caller.
-    if unsafe { table_is_ours(domain) } {
-        allocator::malloc_small(size)
-    } else {
-        None
-    }
+pub fn table_is_ours(domain: Domain) -> bool {
+    let (context, ours) = domain::live_table(domain);
+    // SAFETY: `context` is a word of ours, or the context word of CPython's
+    // table in libpython's static storage (`domain::live_table`).
+    unsafe { (*context).load(Relaxed) == ours }
 }
 
 /// The inline part of a free: when CPython's live table is ours and the
 /// block lies in the arena space, straight back to the pools. False when
-/// the caller must call the table.
+/// the caller must call the table (or CPython is not involved).
 ///
 /// # Safety
-/// As for `live`; `block` is null or a live block of the domain.
+/// `block` is null or a live block of the domain.
 #[inline(always)]
 pub unsafe fn free_if_ours(domain: Domain, block: *mut u8) -> bool {
     // SAFETY: guaranteed by the caller; our table frees such a block

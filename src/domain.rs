@@ -23,7 +23,7 @@
 //! a block, so a block always returns to the allocator that made it. With
 //! them, each heap checks that its blocks come back through its own family.
 
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 use crate::allocator;
 use crate::config::{MEM_POOLED_BY_DEFAULT, OBJ_POOLED_BY_DEFAULT, RAW_POOLED_BY_DEFAULT};
@@ -136,15 +136,22 @@ impl Setting {
 }
 
 /// What the exports' fast paths read, in one record (one address to
-/// load, one cache line): each heap's state byte and, inside a CPython
-/// whose live allocator tables were found, where they are and the context
-/// word that marks ours (see [`crate::cpython_dispatch`]).
+/// load, one cache line): each heap's state byte and the context word of
+/// CPython's live allocator table for it, with the context that marks
+/// ours (see [`crate::cpython_dispatch`]). Until a live table is found
+/// (and always for `PyCore_*`, which CPython does not know), the word is
+/// `NO_TABLE`, which never holds our context: the fast path's test needs
+/// no "found?" test of its own.
 #[repr(C, align(64))]
 struct Heaps {
     state: [AtomicU8; 4],
-    live_table: [AtomicUsize; 3],
-    our_context: [AtomicUsize; 3],
+    live_context: [AtomicPtr<AtomicUsize>; 4],
+    our_context: [AtomicUsize; 4],
 }
+
+static NO_TABLE: AtomicUsize = AtomicUsize::new(0);
+const NOT_OURS: usize = 1;
+const NO_TABLE_WORD: *mut AtomicUsize = &NO_TABLE as *const AtomicUsize as *mut AtomicUsize;
 
 static HEAPS: Heaps = Heaps {
     state: [
@@ -153,16 +160,8 @@ static HEAPS: Heaps = Heaps {
         AtomicU8::new(Setting::plain(OBJ_POOLED_BY_DEFAULT).encode()),
         AtomicU8::new(POOLED),
     ],
-    live_table: [
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-    ],
-    our_context: [
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-    ],
+    live_context: [const { AtomicPtr::new(NO_TABLE_WORD) }; 4],
+    our_context: [const { AtomicUsize::new(NOT_OURS) }; 4],
 };
 static STATE: &[AtomicU8; 4] = &HEAPS.state;
 
@@ -203,21 +202,23 @@ pub fn forwarding(domain: Domain) -> bool {
     state(domain) & FORWARD != 0
 }
 
-/// CPython's live table for `domain` has been found at `table`; ours is
-/// the one whose context word is `our_context`. The exports dispatch
+/// CPython's live table for `domain` has been found at `table` (its
+/// first word, the context, a word of libpython's static storage); ours
+/// is the one whose context is `our_context`. The exports dispatch
 /// through it from now on.
-pub fn enable_live_dispatch(domain: Domain, table: usize, our_context: usize) {
-    HEAPS.live_table[domain as usize].store(table, Ordering::Relaxed);
+pub fn enable_live_dispatch(domain: Domain, table: *const AtomicUsize, our_context: usize) {
     HEAPS.our_context[domain as usize].store(our_context, Ordering::Relaxed);
+    HEAPS.live_context[domain as usize].store(table.cast_mut(), Ordering::Relaxed);
     STATE[domain as usize].fetch_or(LIVE_TABLE, Ordering::Relaxed);
 }
 
-/// With `LIVE_TABLE` in the state: the address of CPython's live table
-/// for `domain`, and the context word of ours.
+/// The context word of CPython's live table for `domain` (with
+/// `LIVE_TABLE` in the state; else a word of ours that never holds our
+/// context), and the context of our table.
 #[inline(always)]
-pub fn live_table(domain: Domain) -> (usize, usize) {
+pub fn live_table(domain: Domain) -> (*const AtomicUsize, usize) {
     (
-        HEAPS.live_table[domain as usize].load(Ordering::Relaxed),
+        HEAPS.live_context[domain as usize].load(Ordering::Relaxed),
         HEAPS.our_context[domain as usize].load(Ordering::Relaxed),
     )
 }

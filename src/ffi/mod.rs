@@ -44,13 +44,10 @@ fn malloc_export(domain: Domain, size: usize, other: fn(u8, usize) -> *mut c_voi
 }
 
 /// Whether the pools serve `domain` directly: its state is plain pooled,
-/// or CPython's live table for it is known and is ours.
+/// or CPython's live table for it is ours.
 #[inline(always)]
 fn pooled_in_place(domain: Domain, state: u8) -> bool {
-    state == domain::PLAIN_POOLED
-        || (state & domain::LIVE_TABLE != 0
-            // SAFETY: the state says the live table's address is known.
-            && unsafe { cpython_dispatch::table_is_ours(domain) })
+    state == domain::PLAIN_POOLED || cpython_dispatch::table_is_ours(domain)
 }
 
 /// An export's free: as `malloc_export`. Plainly pooled or not, a heap
@@ -63,13 +60,12 @@ fn pooled_in_place(domain: Domain, state: u8) -> bool {
 #[inline(always)]
 unsafe fn free_export(domain: Domain, ptr: *mut c_void, other: unsafe fn(u8, *mut c_void)) {
     let state = domain::state(domain);
-    // SAFETY: guaranteed by the caller; the state says whether the live
-    // table's address is known.
+    // SAFETY: guaranteed by the caller.
     unsafe {
         if domain::free_plain(state, ptr.cast()) {
             return;
         }
-        if state & domain::LIVE_TABLE != 0 && cpython_dispatch::free_if_ours(domain, ptr.cast()) {
+        if cpython_dispatch::free_if_ours(domain, ptr.cast()) {
             return;
         }
         other(state, ptr)
