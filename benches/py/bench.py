@@ -105,6 +105,15 @@ def report(opts, runs, names, workloads, command_line):
     worst = {s: min(med[w, "stock"] / med[w, s] for w in workloads) for s in names}
     out.append("| **geometric mean of ratios** | " + " | ".join(f"**{geo[s]:.3f}x**" for s in names) + " |")
     out.append("| slowest workload's ratio | " + " | ".join(f"{worst[s]:.2f}x" for s in names) + " |")
+    # The machine's speed drifts between rounds (a shared VM): a round's
+    # setups run back to back, so the ratio within a round cancels the
+    # drift that a ratio of medians taken over all rounds keeps.
+    paired = {(w, s): statistics.median(a["seconds"] / b["seconds"]
+                                        for a, b in zip(runs[w]["stock"], runs[w][s]))
+              for w in workloads for s in names}
+    paired_geo = {s: math.exp(statistics.mean(math.log(paired[w, s]) for w in workloads)) for s in names}
+    out.append("| paired: geometric mean of each workload's median per-round ratio | "
+               + " | ".join(f"{paired_geo[s]:.3f}x" for s in names) + " |")
     out += table("peak RSS, MiB (ratio to stock)", workloads, names,
                  lambda w, s: f"{mib('peak_kib', w, s):.1f} ({mib('peak_kib', w, s) / mib('peak_kib', w, 'stock'):.2f})")
     out += table("RSS right after the work, all freed and collected, MiB", workloads, names,
