@@ -359,10 +359,7 @@ pub fn install_hooks() -> Result<usize, InstallError> {
         // they are installed: see docs/cpython.md).
         unsafe { (runtime.set)(domain as c_int, &mut hooks) };
         installed += 1;
-        // The profiler counts requests in its own hook functions, which
-        // the exports' in-place dispatch would pass by: it keeps
-        // forwarding to libpython while the profiler is on.
-        if domain::forwarding(domain) && !profile::enabled() {
+        if domain::forwarding(domain) {
             let set = |table: &PyMemAllocatorEx| {
                 let mut copy = *table;
                 // SAFETY: as above.

@@ -39,15 +39,45 @@ use crate::cpython::PyMemAllocatorEx;
 use crate::domain::{self, Domain};
 use crate::heap;
 
-/// Why the table of a domain was not found (for the statistics report):
-/// 0 if it was not looked for, else 1 + an index into `REASONS`.
+/// Why the table of a domain was not found, for the statistics report:
+/// 0 if it was not looked for, else a `NotFound` code.
 static NOT_FOUND: [AtomicU8; 3] = [AtomicU8::new(0), AtomicU8::new(0), AtomicU8::new(0)];
 
-const REASONS: [&str; 3] = [
-    "forwarded to libpython (table not found: PyMem_SetAllocator's object has no writable segment)",
-    "forwarded to libpython (table not found: no single copy of it in libpython's data)",
-    "forwarded to libpython (table not found: it did not follow PyMem_SetAllocator)",
-];
+/// Why a search for the live table failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum NotFound {
+    NoWritableSegment = 1,
+    NotExactlyOnce = 2,
+    DidNotFollow = 3,
+    /// Not looked for: the profiler counts requests in our hook functions,
+    /// which the exports' inline path would pass by.
+    Profiling = 4,
+}
+
+impl NotFound {
+    const ALL: [NotFound; 4] = [
+        NotFound::NoWritableSegment,
+        NotFound::NotExactlyOnce,
+        NotFound::DidNotFollow,
+        NotFound::Profiling,
+    ];
+
+    fn text(self) -> &'static str {
+        match self {
+            NotFound::NoWritableSegment => {
+                "forwarded to libpython (table not found: PyMem_SetAllocator's object has no writable segment)"
+            }
+            NotFound::NotExactlyOnce => {
+                "forwarded to libpython (table not found: no single copy of it in libpython's data)"
+            }
+            NotFound::DidNotFollow => {
+                "forwarded to libpython (table not found: it did not follow PyMem_SetAllocator)"
+            }
+            NotFound::Profiling => "forwarded to libpython (the profiler is on)",
+        }
+    }
+}
 
 /// How `domain`'s CPython-named exports reach CPython, in one word for
 /// the statistics summary line: `table` (dispatched in place), `libpython`
@@ -69,14 +99,21 @@ pub fn describe(domain: Domain) -> Option<&'static str> {
     if domain::state(domain) & domain::LIVE_TABLE != 0 {
         return Some("dispatched in place through CPython's table");
     }
-    Some(match NOT_FOUND[domain as usize].load(Relaxed) {
-        0 => "forwarded to libpython (our table is not installed)",
-        reason => REASONS[reason as usize - 1],
-    })
+    let code = NOT_FOUND[domain as usize].load(Relaxed);
+    Some(
+        match NotFound::ALL
+            .into_iter()
+            .find(|&reason| reason as u8 == code)
+        {
+            Some(reason) => reason.text(),
+            None => "forwarded to libpython (our table is not installed)",
+        },
+    )
 }
 
 /// Find CPython's live table for `domain` (see the module documentation)
-/// and, if found, switch the domain's exports to dispatch through it.
+/// and, if found, switch the domain's exports to dispatch through it
+/// (not while the profiler is on: see `NotFound::Profiling`).
 /// `primary` is the table just installed, and is installed again on
 /// return; `set` installs a table; `set_address` is the address of
 /// CPython's `PyMem_SetAllocator`. Called under the installation lock.
@@ -87,22 +124,18 @@ pub fn locate(
     alias: &PyMemAllocatorEx,
     set: impl Fn(&PyMemAllocatorEx),
 ) {
+    if crate::profile::enabled() {
+        NOT_FOUND[domain as usize].store(NotFound::Profiling as u8, Relaxed);
+        return;
+    }
     match find_live_table(set_address, primary, alias, set) {
         Ok(address) => domain::enable_live_dispatch(
             domain,
             address as *const AtomicUsize,
             primary.ctx as usize,
         ),
-        Err(reason) => NOT_FOUND[domain as usize].store(reason as u8 + 1, Relaxed),
+        Err(reason) => NOT_FOUND[domain as usize].store(reason as u8, Relaxed),
     }
-}
-
-/// Why a search for the live table failed (an index into `REASONS`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NotFound {
-    NoWritableSegment = 0,
-    NotExactlyOnce = 1,
-    DidNotFollow = 2,
 }
 
 /// The address where `set` stores a table: install `alias`, find its one
