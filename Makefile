@@ -200,6 +200,8 @@ bench: peers $(SHARED) $(OUT)/bench
 # The Python workloads (benches/py) under stock CPython, pymalloc-rs (preload
 # and runner) and PYTHONMALLOC=malloc with glibc, mimalloc, jemalloc and
 # tcmalloc; tables in target/bench-python/results.md, charts beside them.
+# benches/py/bench.py --setups preload,runner --runs 30 runs fewer setups
+# for longer (BENCHMARKS.md).
 bench-python: peers $(RUNNER)
 	$(PYTHON) benches/py/bench.py --python $(PY_EXE) --library $(CURDIR)/$(SHARED) --runner $(RUNNER) \
 	    --runs $(BENCH_RUNS) --out target/bench-python --plot

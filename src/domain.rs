@@ -245,18 +245,6 @@ pub fn enable_debug_hooks() {
     }
 }
 
-/// The exports' fast path: when the heap is plainly pooled (no debug
-/// hooks, profiler, forwarding or malloc backend) and `size` is a small
-/// request, the block from the pools. `None` sends the caller to its
-/// out-of-line path, which handles everything else.
-#[inline(always)]
-pub fn malloc_plain(state: u8, size: usize) -> Option<*mut u8> {
-    if state != PLAIN_POOLED {
-        return None;
-    }
-    allocator::malloc_small(size)
-}
-
 /// The exports' fast path of free: true when `state` lets the pooled
 /// allocator release `block` directly (and it did).
 ///

@@ -131,10 +131,16 @@ def main():
     parser.add_argument("--runner", required=True, help="target/pymalloc-python")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", help="run only the workloads whose name contains this")
+    parser.add_argument("--setups", help="comma-separated: run only the setups whose name contains "
+                                         "one of these (stock always runs: it is the baseline)")
     parser.add_argument("--out", default="target/bench-python")
     parser.add_argument("--plot", action="store_true", help="also draw SVG charts (matplotlib)")
     opts = parser.parse_args()
     names_commands = setups(opts)
+    if opts.setups:
+        wanted = [w.strip() for w in opts.setups.split(",") if w.strip()]
+        names_commands = {name: command for name, command in names_commands.items()
+                          if name == "stock" or any(w in name for w in wanted)}
     names = list(names_commands)
     workloads = [w for w in WORKLOADS if not opts.only or opts.only in w]
     runs = {w: {s: [] for s in names} for w in workloads}

@@ -28,10 +28,11 @@ fn count_ok(count: usize, size: usize) -> bool {
 }
 
 /// An export's allocation: the pooled fast path inline when the heap is
-/// plainly pooled, or when, inside a CPython whose live table is known,
-/// that table is ours (one path for both, so that neither pays for the
-/// other beyond its test); anything else through `other` (given the
-/// heap's state), kept out of line.
+/// plainly pooled (no debug hooks, profiler, forwarding or malloc
+/// backend), or when, inside a CPython, its live table is ours (one path
+/// for both, so that neither pays for the other beyond its test);
+/// anything else through `other` (given the heap's state), kept out of
+/// line.
 #[inline(always)]
 fn malloc_export(domain: Domain, size: usize, other: fn(u8, usize) -> *mut c_void) -> *mut c_void {
     let state = domain::state(domain);
@@ -73,9 +74,9 @@ unsafe fn free_export(domain: Domain, ptr: *mut c_void, other: unsafe fn(u8, *mu
 }
 
 /// Inside a CPython whose live table is known (`LIVE_TABLE` in `state`),
-/// the exports do what libpython's function of the same name does after
-/// its argument checks: call the domain's table. `None` when the table is
-/// not known (the export forwards to libpython instead).
+/// return what libpython's function of the same name returns after its
+/// argument checks: the domain's table called. Nothing happens when the
+/// table is not known (the export goes on to forward to libpython).
 macro_rules! through_live_table {
     ($state:expr, $domain:expr => $call:ident($($arg:expr),*)) => {
         if $state & $crate::domain::LIVE_TABLE != 0 {
