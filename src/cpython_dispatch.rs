@@ -153,7 +153,8 @@ fn find_live_table(
     }
     set(alias);
     let mut matches = [0usize; 2];
-    let found = find_words(&segments, &alias.words(), &mut matches);
+    // SAFETY: the segments of a loaded object are mapped as long as it is.
+    let found = unsafe { find_words(&segments, &alias.words(), &mut matches) };
     set(primary);
     if found != 1 {
         return Err(NotFound::NotExactlyOnce);
@@ -215,14 +216,22 @@ fn writable_segments_of(address: usize) -> Vec<(usize, usize)> {
 
 /// Count the word-aligned places in `segments` that hold `words`; the
 /// first two are written to `found`.
-fn find_words(segments: &[(usize, usize)], words: &[usize; 5], found: &mut [usize; 2]) -> usize {
+///
+/// # Safety
+/// Every segment is mapped readable from start to end.
+unsafe fn find_words(
+    segments: &[(usize, usize)],
+    words: &[usize; 5],
+    found: &mut [usize; 2],
+) -> usize {
     let word = core::mem::size_of::<usize>();
     let mut count = 0;
     for &(start, end) in segments {
         let mut at = start.next_multiple_of(word);
         while at + words.len() * word <= end {
-            // SAFETY: `at` is word-aligned inside a mapped segment; the
-            // words are read atomically, as CPython may write them.
+            // SAFETY: `at` is word-aligned and its five words lie inside
+            // a mapped segment (caller); they are read atomically, as
+            // CPython may write them.
             if unsafe { read_word(at) } == words[0] && unsafe { read_words(at) } == *words {
                 if count < found.len() {
                     found[count] = at;
@@ -380,16 +389,20 @@ mod tests {
             [(start, start + m.len() * core::mem::size_of::<usize>())]
         };
         let mut found = [0; 2];
-        assert_eq!(find_words(&segment(&memory), &pattern, &mut found), 0);
+        // SAFETY (every call): the segments lie inside `memory`.
+        let count = |segments: &[(usize, usize)], found: &mut [usize; 2]| unsafe {
+            find_words(segments, &pattern, found)
+        };
+        assert_eq!(count(&segment(&memory), &mut found), 0);
         memory[10..15].copy_from_slice(&pattern);
-        assert_eq!(find_words(&segment(&memory), &pattern, &mut found), 1);
+        assert_eq!(count(&segment(&memory), &mut found), 1);
         assert_eq!(found[0], &memory[10] as *const usize as usize);
         // A pattern that ends at the segment's end is found; one that would
         // run past it is not looked at.
         memory[59..64].copy_from_slice(&pattern);
-        assert_eq!(find_words(&segment(&memory), &pattern, &mut found), 2);
+        assert_eq!(count(&segment(&memory), &mut found), 2);
         let short = [(segment(&memory)[0].0, segment(&memory)[0].1 - 8)];
-        assert_eq!(find_words(&short, &pattern, &mut found), 1);
+        assert_eq!(count(&short, &mut found), 1);
     }
 
     unsafe extern "C" fn never_called(_: *mut c_void, _: usize) -> *mut c_void {
