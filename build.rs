@@ -255,10 +255,13 @@ fn cbindgen_section(crate_dir: &Path, source: &str) -> String {
 }
 
 fn read(crate_dir: &Path, path: &str) -> String {
-    println!("cargo:rerun-if-changed={path}");
+    // No file, nothing to watch: an empty `rerun-if-changed` would make
+    // cargo watch the package's directory, and rebuild whenever a file
+    // is created beside Cargo.toml.
     if path.is_empty() {
         return String::new();
     }
+    println!("cargo:rerun-if-changed={path}");
     fs::read_to_string(crate_dir.join(path)).unwrap_or_else(|e| fail(&format!("{path}: {e}")))
 }
 

@@ -735,17 +735,26 @@ mod tests {
             // SAFETY: a taken pool's memory is ours to write.
             unsafe { *marker(pool) = 0x5ca1ab1e };
         }
-        let (&kept, returned) = pools.split_last().unwrap();
-        // Only the pools of `kept`'s arena are sure to stay mapped: the
-        // others may share an arena that is now wholly free.
+        // The pools may come from two arenas (other tests' pools fill
+        // parts of them). One pool of the arena holding most of ours stays
+        // taken, so that arena stays mapped and its other pools can be
+        // watched; the other arena may become wholly free and go.
         let arena_of = |pool: *mut Pool| pool as usize & !(ARENA_SIZE - 1);
+        let in_arena = |arena: usize| pools.iter().filter(|&&p| arena_of(p) == arena).count();
+        let busiest = pools
+            .iter()
+            .map(|&p| arena_of(p))
+            .max_by_key(|&a| in_arena(a))
+            .unwrap();
+        let kept = *pools.iter().find(|&&p| arena_of(p) == busiest).unwrap();
+        let returned: Vec<_> = pools.iter().copied().filter(|&p| p != kept).collect();
         let watched: Vec<_> = returned
             .iter()
             .copied()
-            .filter(|&pool| arena_of(pool) == arena_of(kept))
+            .filter(|&pool| arena_of(pool) == busiest)
             .collect();
         assert!(!watched.is_empty());
-        for &pool in returned {
+        for &pool in &returned {
             // SAFETY: taken above; only the marker was written.
             unsafe { arenas.give_back_pool(pool) };
         }

@@ -287,19 +287,20 @@ fn table(domain: Domain) -> PyMemAllocatorEx {
 
 /// The context of the table we install for `domain`: how the exports
 /// recognise it in CPython's live table (`cpython_dispatch`).
-#[inline(always)]
-pub(crate) fn context(domain: Domain) -> *mut c_void {
-    // SAFETY: the address of an entry of the static; nothing is read.
-    unsafe { (WRAPPED.0.get() as *mut PyMemAllocatorEx).add(domain as usize) }.cast()
+fn context(domain: Domain) -> *mut c_void {
+    wrapped_entry(domain as usize)
 }
 
 /// The same table under the alias context (see `Wrapped`).
 fn alias_table(domain: Domain) -> PyMemAllocatorEx {
+    table_with_context(wrapped_entry(Domain::ALL.len() + domain as usize))
+}
+
+/// The address of entry `index` of `WRAPPED`, a table's context.
+fn wrapped_entry(index: usize) -> *mut c_void {
+    debug_assert!(index < WRAPPED_ENTRIES);
     // SAFETY: the address of an entry of the static; nothing is read.
-    let ctx = unsafe {
-        (WRAPPED.0.get() as *mut PyMemAllocatorEx).add(Domain::ALL.len() + domain as usize)
-    };
-    table_with_context(ctx.cast())
+    unsafe { (WRAPPED.0.get() as *mut PyMemAllocatorEx).add(index) }.cast()
 }
 
 fn table_with_context(ctx: *mut c_void) -> PyMemAllocatorEx {
