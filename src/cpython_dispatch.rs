@@ -29,7 +29,7 @@
 //! `PyMem_SetAllocator` for its five words, requires exactly one match,
 //! installs our table, and requires the match to hold it now. Only then is
 //! the address used; otherwise the exports keep forwarding, and the
-//! statistics report say why.
+//! statistics report says why.
 
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
