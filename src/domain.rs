@@ -136,14 +136,14 @@ impl Setting {
 }
 
 /// What the exports' fast paths read, in one record (one address to
-/// load, one cache line): each heap's state byte and the context word of
+/// load, one cache line): each domain's state byte and the context word of
 /// CPython's live allocator table for it, with the context that marks
 /// ours (see [`crate::cpython_dispatch`]). Until a live table is found
 /// (and always for `PyCore_*`, which CPython does not know), the word is
 /// `NO_TABLE`, which never holds our context: the fast path's test needs
 /// no "found?" test of its own.
 #[repr(C, align(64))]
-struct Heaps {
+struct Domains {
     state: [AtomicU8; 4],
     live_context: [AtomicPtr<AtomicUsize>; 4],
     our_context: [AtomicUsize; 4],
@@ -153,7 +153,7 @@ static NO_TABLE: AtomicUsize = AtomicUsize::new(0);
 const NOT_OURS: usize = 1;
 const NO_TABLE_WORD: *mut AtomicUsize = &NO_TABLE as *const AtomicUsize as *mut AtomicUsize;
 
-static HEAPS: Heaps = Heaps {
+static DOMAINS: Domains = Domains {
     state: [
         AtomicU8::new(Setting::plain(RAW_POOLED_BY_DEFAULT).encode()),
         AtomicU8::new(Setting::plain(MEM_POOLED_BY_DEFAULT).encode()),
@@ -163,13 +163,26 @@ static HEAPS: Heaps = Heaps {
     live_context: [const { AtomicPtr::new(NO_TABLE_WORD) }; 4],
     our_context: [const { AtomicUsize::new(NOT_OURS) }; 4],
 };
-static STATE: &[AtomicU8; 4] = &HEAPS.state;
 
 /// Everything about how `domain` is served, in one byte: zero bits other
 /// than `POOLED` mean the plain pooled fast path.
 #[inline(always)]
 pub fn state(domain: Domain) -> u8 {
-    STATE[domain as usize].load(Ordering::Relaxed)
+    DOMAINS.state[domain as usize].load(Ordering::Relaxed)
+}
+
+/// Change `domain`'s state to `update(old)`. Every change goes through
+/// here, so that the arena space's direct way from the exports' free to
+/// the pools (`arena_space::frees_directly`) is closed while it happens
+/// and reopened only for states whose blocks may take it: no debug
+/// header, no forwarding.
+fn update_state(domain: Domain, update: impl FnOnce(u8) -> u8) {
+    crate::arena::change_direct_free(domain as usize, || {
+        let slot = &DOMAINS.state[domain as usize];
+        let new = update(slot.load(Ordering::Relaxed));
+        slot.store(new, Ordering::Relaxed);
+        new & FREE_SLOW == 0
+    });
 }
 
 pub fn setting(domain: Domain) -> Setting {
@@ -185,15 +198,16 @@ pub fn set(domain: Domain, setting: Setting) {
         Domain::Core => Backend::Pymalloc,
         _ => setting.backend,
     };
-    let kept = state(domain) & (PROFILE | FORWARD | LIVE_TABLE);
-    let encoded = Setting { backend, ..setting }.encode() | kept;
-    STATE[domain as usize].store(encoded, Ordering::Relaxed);
+    let encoded = Setting { backend, ..setting }.encode();
+    update_state(domain, |old| {
+        encoded | (old & (PROFILE | FORWARD | LIVE_TABLE))
+    });
 }
 
 /// The CPython-named exports of the three CPython heaps forward to libpython.
 pub fn enable_forwarding() {
     for domain in Domain::ALL {
-        STATE[domain as usize].fetch_or(FORWARD, Ordering::Relaxed);
+        update_state(domain, |old| old | FORWARD);
     }
 }
 
@@ -207,9 +221,9 @@ pub fn forwarding(domain: Domain) -> bool {
 /// is the one whose context is `our_context`. The exports dispatch
 /// through it from now on.
 pub fn enable_live_dispatch(domain: Domain, table: *const AtomicUsize, our_context: usize) {
-    HEAPS.our_context[domain as usize].store(our_context, Ordering::Relaxed);
-    HEAPS.live_context[domain as usize].store(table.cast_mut(), Ordering::Relaxed);
-    STATE[domain as usize].fetch_or(LIVE_TABLE, Ordering::Relaxed);
+    DOMAINS.our_context[domain as usize].store(our_context, Ordering::Relaxed);
+    DOMAINS.live_context[domain as usize].store(table.cast_mut(), Ordering::Relaxed);
+    update_state(domain, |old| old | LIVE_TABLE);
 }
 
 /// The context word of CPython's live table for `domain` (with
@@ -218,8 +232,8 @@ pub fn enable_live_dispatch(domain: Domain, table: *const AtomicUsize, our_conte
 #[inline(always)]
 pub fn live_table(domain: Domain) -> (*const AtomicUsize, usize) {
     (
-        HEAPS.live_context[domain as usize].load(Ordering::Relaxed),
-        HEAPS.our_context[domain as usize].load(Ordering::Relaxed),
+        DOMAINS.live_context[domain as usize].load(Ordering::Relaxed),
+        DOMAINS.our_context[domain as usize].load(Ordering::Relaxed),
     )
 }
 
@@ -227,7 +241,7 @@ pub fn live_table(domain: Domain) -> (*const AtomicUsize, usize) {
 pub fn enable_profiling() {
     profile::enable();
     for domain in [Domain::Raw, Domain::Mem, Domain::Obj, Domain::Core] {
-        STATE[domain as usize].fetch_or(PROFILE, Ordering::Relaxed);
+        update_state(domain, |old| old | PROFILE);
     }
 }
 
@@ -243,22 +257,6 @@ pub fn enable_debug_hooks() {
             },
         );
     }
-}
-
-/// The exports' fast path of free: true when `state` lets the pooled
-/// allocator release `block` directly (and it did).
-///
-/// # Safety
-/// `block` is null or a live block of the heap whose state is `state`.
-#[inline(always)]
-pub unsafe fn free_plain(state: u8, block: *mut u8) -> bool {
-    if state & FREE_SLOW != 0 {
-        return false;
-    }
-    // SAFETY: guaranteed by the caller; without the debug bit, the heap's
-    // blocks carry no debug header.
-    unsafe { allocator::free(block) };
-    true
 }
 
 #[inline(always)]
@@ -553,5 +551,41 @@ mod tests {
         assert!(error.to_string().contains("tcmalloc"));
         assert!(choose_from_env(env(&[("PYMALLOC", "fast")])).is_err());
         assert!(choose_from_env(env(&[("PYMALLOC_DEBUG_ACTION", "ignore")])).is_err());
+    }
+
+    /// The exports' free takes the direct way to the pools exactly while
+    /// the domain's state allows it: never for a debug domain, whose
+    /// blocks carry a header, and never for a block outside the span.
+    /// (Miri does not run it: the block comes from the pools.)
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn direct_free_follows_the_domains_state() {
+        let direct = |block: *mut u8| {
+            crate::arena_space::frees_directly(Domain::Raw as usize, block as usize)
+        };
+        let pooled = allocator::malloc(32);
+        assert!(crate::arena_space::contains(pooled as usize));
+        let saved = setting(Domain::Raw);
+        set(Domain::Raw, MALLOC);
+        assert!(direct(pooled), "no debug, no forwarding: direct");
+        set(
+            Domain::Raw,
+            Setting {
+                debug: true,
+                ..MALLOC
+            },
+        );
+        assert!(!direct(pooled), "debug hooks: the exact path");
+        set(Domain::Raw, POOL);
+        assert!(direct(pooled));
+        set(Domain::Raw, saved);
+        let foreign = system::malloc(32);
+        assert!(!direct(foreign), "a block of libc's");
+        assert!(!direct(core::ptr::null_mut()));
+        // SAFETY: live blocks of the pools and of libc.
+        unsafe {
+            allocator::free(pooled);
+            system::free(foreign);
+        }
     }
 }

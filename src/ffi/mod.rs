@@ -7,8 +7,10 @@
 use ::core::ffi::c_void;
 
 use crate::allocator;
+use crate::arena_space;
 use crate::cpython_dispatch;
 use crate::domain::{self, Domain};
+use crate::heap;
 
 pub mod core;
 pub mod objimpl;
@@ -51,25 +53,30 @@ fn pooled_in_place(domain: Domain, state: u8) -> bool {
     state == domain::PLAIN_POOLED || cpython_dispatch::table_is_ours(domain)
 }
 
-/// An export's free: as `malloc_export`. Plainly pooled or not, a heap
-/// without debug hooks or forwarding frees through the ownership test;
-/// inside a CPython whose live table is ours, a block of the arena space
-/// goes straight back to the pools.
+/// An export's free. A block of the arena space, of a domain whose
+/// blocks may go straight back to the pools (no debug header, no
+/// forwarding), is freed inline after one compare (see
+/// `arena_space::frees_directly`); inside a CPython whose live table is
+/// ours, a block of the arena space too. Anything else (null, foreign
+/// blocks, debug hooks, forwarding) goes to `other`, out of line, with the
+/// domain's state.
 ///
 /// # Safety
 /// `ptr` is NULL or a live block of `domain`.
 #[inline(always)]
 unsafe fn free_export(domain: Domain, ptr: *mut c_void, other: unsafe fn(u8, *mut c_void)) {
-    let state = domain::state(domain);
     // SAFETY: guaranteed by the caller.
     unsafe {
-        if domain::free_plain(state, ptr.cast()) {
+        if arena_space::frees_directly(domain as usize, ptr as usize) {
+            // A live block (caller) of the span is in one of our arenas,
+            // and the domain's blocks carry no header.
+            heap::free(ptr.cast());
             return;
         }
         if cpython_dispatch::free_if_ours(domain, ptr.cast()) {
             return;
         }
-        other(state, ptr)
+        other(domain::state(domain), ptr)
     }
 }
 
