@@ -3,7 +3,7 @@
 
 use core::ffi::{c_char, c_int, c_void};
 
-use super::{count_ok, free_export, malloc_export, size_ok};
+use super::{calloc_export, count_ok, free_export, malloc_export, realloc_export, size_ok};
 use crate::allocator;
 use crate::cpython::{self, PyMemAllocatorEx};
 use crate::domain::{self, Domain};
@@ -100,6 +100,12 @@ fn core_malloc_other(state: u8, size: usize) -> *mut c_void {
 /// `PY_SSIZE_T_MAX` or memory is exhausted.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyCore_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
+    calloc_export(Domain::Core, nelem, elsize, core_calloc_other)
+}
+
+#[cold]
+#[inline(never)]
+fn core_calloc_other(_state: u8, nelem: usize, elsize: usize) -> *mut c_void {
     if !count_ok(nelem, elsize) {
         return core::ptr::null_mut();
     }
@@ -113,6 +119,15 @@ pub extern "C" fn PyCore_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// `ptr` is NULL or a live block of this allocator.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyCore_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
+    // SAFETY: guaranteed by the caller.
+    unsafe { realloc_export(Domain::Core, ptr, new_size, core_realloc_other) }
+}
+
+/// # Safety
+/// As for `PyCore_Realloc`.
+#[cold]
+#[inline(never)]
+unsafe fn core_realloc_other(_state: u8, ptr: *mut c_void, new_size: usize) -> *mut c_void {
     if !size_ok(new_size) {
         return core::ptr::null_mut();
     }

@@ -46,6 +46,49 @@ fn malloc_export(domain: Domain, size: usize, other: fn(u8, usize) -> *mut c_voi
     other(state, size)
 }
 
+/// An export's calloc: as `malloc_export`, for a small product (zeroed
+/// inline); anything else (overflow, zero, large) through `other`.
+#[inline(always)]
+fn calloc_export(
+    domain: Domain,
+    count: usize,
+    size: usize,
+    other: fn(u8, usize, usize) -> *mut c_void,
+) -> *mut c_void {
+    let state = domain::state(domain);
+    if pooled_in_place(domain, state) {
+        if let Some(block) = allocator::calloc_small(count, size) {
+            return block.cast();
+        }
+    }
+    other(state, count, size)
+}
+
+/// An export's realloc: as `malloc_export`, when the pools alone serve
+/// it (see `allocator::realloc_small`); anything else through `other`.
+///
+/// # Safety
+/// `ptr` is NULL or a live block of `domain`.
+#[inline(always)]
+unsafe fn realloc_export(
+    domain: Domain,
+    ptr: *mut c_void,
+    size: usize,
+    other: unsafe fn(u8, *mut c_void, usize) -> *mut c_void,
+) -> *mut c_void {
+    let state = domain::state(domain);
+    // SAFETY: guaranteed by the caller; a domain served by the pools in
+    // place has no debug headers on its blocks.
+    unsafe {
+        if pooled_in_place(domain, state) {
+            if let Some(block) = allocator::realloc_small(ptr.cast(), size) {
+                return block.cast();
+            }
+        }
+        other(state, ptr, size)
+    }
+}
+
 /// Whether the pools serve `domain` directly: its state is plain pooled,
 /// or CPython's live table for it is ours.
 #[inline(always)]

@@ -7,7 +7,10 @@
 use core::ffi::c_void;
 use core::ptr::null_mut;
 
-use super::{count_ok, free_export, malloc_export, size_ok, through_live_table};
+use super::{
+    calloc_export, count_ok, free_export, malloc_export, realloc_export, size_ok,
+    through_live_table,
+};
 use crate::cpython_dispatch;
 use crate::domain::{self, Domain};
 use crate::object::{self, PyObject, PyTypeObject, PyVarObject, Py_ssize_t};
@@ -35,7 +38,12 @@ fn object_malloc_other(state: u8, size: usize) -> *mut c_void {
 /// Object heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    let state = domain::state(Domain::Obj);
+    calloc_export(Domain::Obj, nelem, elsize, object_calloc_other)
+}
+
+#[cold]
+#[inline(never)]
+fn object_calloc_other(state: u8, nelem: usize, elsize: usize) -> *mut c_void {
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
@@ -53,7 +61,15 @@ pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// `ptr` is NULL or a live object-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
-    let state = domain::state(Domain::Obj);
+    // SAFETY: guaranteed by the caller.
+    unsafe { realloc_export(Domain::Obj, ptr, new_size, object_realloc_other) }
+}
+
+/// # Safety
+/// As for `PyObject_Realloc`.
+#[cold]
+#[inline(never)]
+unsafe fn object_realloc_other(state: u8, ptr: *mut c_void, new_size: usize) -> *mut c_void {
     if !size_ok(new_size) {
         return null_mut();
     }

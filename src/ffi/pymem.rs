@@ -4,7 +4,10 @@
 use core::ffi::c_void;
 use core::ptr::null_mut;
 
-use super::{count_ok, free_export, malloc_export, size_ok, through_live_table};
+use super::{
+    calloc_export, count_ok, free_export, malloc_export, realloc_export, size_ok,
+    through_live_table,
+};
 use crate::cpython_dispatch;
 use crate::domain::{self, Domain};
 
@@ -31,7 +34,12 @@ fn raw_malloc_other(state: u8, size: usize) -> *mut c_void {
 /// Raw heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_RawCalloc(nelem: usize, elsize: usize) -> *mut c_void {
-    let state = domain::state(Domain::Raw);
+    calloc_export(Domain::Raw, nelem, elsize, raw_calloc_other)
+}
+
+#[cold]
+#[inline(never)]
+fn raw_calloc_other(state: u8, nelem: usize, elsize: usize) -> *mut c_void {
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
@@ -49,7 +57,15 @@ pub extern "C" fn PyMem_RawCalloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// `ptr` is NULL or a live raw-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_RawRealloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
-    let state = domain::state(Domain::Raw);
+    // SAFETY: guaranteed by the caller.
+    unsafe { realloc_export(Domain::Raw, ptr, new_size, raw_realloc_other) }
+}
+
+/// # Safety
+/// As for `PyMem_RawRealloc`.
+#[cold]
+#[inline(never)]
+unsafe fn raw_realloc_other(state: u8, ptr: *mut c_void, new_size: usize) -> *mut c_void {
     if !size_ok(new_size) {
         return null_mut();
     }
@@ -111,7 +127,12 @@ fn mem_malloc_other(state: u8, size: usize) -> *mut c_void {
 /// Memory heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    let state = domain::state(Domain::Mem);
+    calloc_export(Domain::Mem, nelem, elsize, mem_calloc_other)
+}
+
+#[cold]
+#[inline(never)]
+fn mem_calloc_other(state: u8, nelem: usize, elsize: usize) -> *mut c_void {
     if !count_ok(nelem, elsize) {
         return null_mut();
     }
@@ -128,7 +149,15 @@ pub extern "C" fn PyMem_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
 /// `ptr` is NULL or a live memory-heap block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyMem_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
-    let state = domain::state(Domain::Mem);
+    // SAFETY: guaranteed by the caller.
+    unsafe { realloc_export(Domain::Mem, ptr, new_size, mem_realloc_other) }
+}
+
+/// # Safety
+/// As for `PyMem_Realloc`.
+#[cold]
+#[inline(never)]
+unsafe fn mem_realloc_other(state: u8, ptr: *mut c_void, new_size: usize) -> *mut c_void {
     if !size_ok(new_size) {
         return null_mut();
     }
