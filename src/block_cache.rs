@@ -28,8 +28,14 @@
 //! cached blocks as available, and `PyCore_Trim` and thread exit give them
 //! all back to their pools. A budget of 0 turns the caches off.
 //!
-//! Only the owning thread touches a cache; statistics read `room` (an
-//! atomic written with plain stores) to count the blocks held.
+//! A thread caches every block it frees, whichever heap owns the block's
+//! pool (so the free path needs no ownership test): a thread that frees
+//! another's objects, as a consumer does, serves its next allocations
+//! with them. Blocks of other heaps' pools leave the cache through their
+//! owners' remote-free stacks (`heap`).
+//!
+//! Only the thread whose heap holds a cache touches it; statistics read
+//! `room` (an atomic written with plain stores) to count the blocks held.
 
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
@@ -130,8 +136,8 @@ impl BlockCache {
     /// Take the most recently cached block, or null.
     ///
     /// # Safety
-    /// Only the owning thread calls this; the cached blocks are free blocks
-    /// of its pools, so their first words are links.
+    /// Only the owning thread calls this; the cached blocks are blocks
+    /// given up to the cache, so their first words are links.
     #[inline(always)]
     pub unsafe fn pop(&mut self) -> *mut Block {
         let block = self.head;
@@ -146,8 +152,8 @@ impl BlockCache {
     /// Park `block`; false (and nothing done) when the stack is full.
     ///
     /// # Safety
-    /// Only the owning thread calls this; `block` is a block it just freed
-    /// from one of its own pools, of this cache's class.
+    /// Only the owning thread calls this; `block` is a live block of this
+    /// cache's class that it gives up (from any heap's pool).
     #[inline(always)]
     pub unsafe fn push(&mut self, block: *mut Block) -> bool {
         let room = self.room.load(Relaxed);

@@ -9,15 +9,17 @@
 //!
 //! * allocate: pop the class's block cache; else `avail[class]` → pool,
 //!   pop its free list, `used += 1`;
-//! * free of a block whose pool this heap owns: push onto the class's block
-//!   cache; when that is full, onto its pool's free list (push,
-//!   `used -= 1`).
+//! * free: push onto the calling thread's block cache for the class,
+//!   whichever heap owns the block's pool (no ownership test); when that
+//!   is full, a block of a pool this heap owns goes onto its pool's free
+//!   list (push, `used -= 1`).
 //!
-//! A block freed by another thread is pushed onto its owner heap's
-//! `remote_free` stack with one compare-and-swap; the owner takes the whole
-//! stack with one swap when it runs out of blocks. Pool ownership never
-//! changes while a pool has live blocks, so the freeing thread can trust
-//! the `owner` it reads.
+//! A cached block counts as allocated in its pool, wherever it is cached.
+//! A block that another thread frees past its full cache (or flushes
+//! from it) is pushed onto its owner heap's `remote_free` stack with one
+//! compare-and-swap; the owner takes the whole stack with one swap when it
+//! runs out of blocks. Pool ownership never changes while a pool has live
+//! or cached blocks, so the freeing thread can trust the `owner` it reads.
 //!
 //! When a thread exits, its heap is abandoned (not destroyed): empty pools
 //! go back to the arenas, and the heap with its remaining pools is adopted
@@ -153,7 +155,8 @@ pub fn alloc(class: usize) -> *mut u8 {
         // SAFETY: the slot holds this thread's heap or a never-written
         // placeholder, whose caches are empty (so only read here, never
         // borrowed mutably) and whose class slots are the sentinel; cached
-        // blocks are free blocks of the heap's pools; `avail` entries are
+        // blocks are blocks given up to the cache (of any heap's pools,
+        // still counted as allocated there); `avail` entries are
         // pools it owns or the sentinel; `class` is in range; a non-null
         // free block lies inside its pool.
         unsafe {
@@ -201,26 +204,47 @@ unsafe fn pool_exhausted(heap: *mut Heap, pool: *mut Pool) {
 
 /// Free a block that the address map says is ours.
 ///
+/// The block goes into the calling thread's block cache for its class,
+/// whichever heap owns its pool: the free needs no ownership test, and a
+/// thread that frees another thread's blocks reuses them for its own next
+/// allocations of the class (tcmalloc's thread caches work the same way).
+/// A cached block counts as allocated in its pool, so a pool with a block
+/// in any thread's cache is not empty. Only a free that finds the cache
+/// full asks who owns the pool: its owner frees it into the pool, anyone
+/// else hands it over through the owner's remote-free stack.
+///
 /// # Safety
 /// `block` was returned by `alloc` and not freed since.
 #[inline(always)]
 pub unsafe fn free(block: *mut u8) {
     let pool = pool::pool_of(block as usize);
     let heap = thread::current_heap();
-    // SAFETY: `block` is live, so its pool is initialised and owned.
+    // SAFETY: `block` is live, so its pool's record is initialised and its
+    // block size fixed until the pool empties; the placeholder heaps'
+    // caches have no room, so they are never written.
+    unsafe {
+        if !(*cache_of_class_size(heap, (*pool).block_size)).push(block.cast()) {
+            free_uncached(heap, pool, block.cast());
+        }
+    }
+}
+
+/// A free that found its cache full (or off): into the pool if this heap
+/// owns it (inline: a burst of frees, a teardown, takes this path for
+/// every block past the cache's limit), else onto the owner's stack.
+///
+/// # Safety
+/// `heap` is the calling thread's heap; `block` is a live block of `pool`.
+#[inline(always)]
+unsafe fn free_uncached(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
+    // SAFETY: a live block's pool keeps its owner (see the module essay).
     let owner = unsafe { (*pool).owner.load(Ordering::Relaxed) };
     // A placeholder heap owns no pool, so it never matches.
     if owner == heap {
-        // SAFETY: this thread owns the pool, so the block may go into this
-        // heap's cache for its class, or else onto the pool's free list.
-        unsafe {
-            if !(*cache_of_class_size(heap, (*pool).block_size)).push(block.cast()) {
-                // Full (or off): straight onto the pool's free list, inline.
-                free_local(heap, pool, block.cast());
-            }
-        }
+        // SAFETY: this thread owns the pool.
+        unsafe { free_local(heap, pool, block) }
     } else {
-        free_remote(owner, block.cast());
+        free_remote(owner, block);
     }
 }
 
@@ -294,16 +318,17 @@ fn new_caches() -> [BlockCache; NUM_SIZE_CLASSES] {
     core::array::from_fn(|class| BlockCache::with_limit(block_cache::limit_for(class, budget)))
 }
 
-/// Free a list of cached blocks into their pools.
+/// Free a list of cached blocks: into their pools when `heap` owns them,
+/// to their owners' remote-free stacks otherwise.
 ///
 /// # Safety
-/// Exclusive use of `heap`; the list holds free blocks of its pools.
+/// Exclusive use of `heap`; the list holds live (cached) blocks.
 unsafe fn release_to_pools(heap: *mut Heap, mut block: *mut Block) {
     // SAFETY: guaranteed by the caller.
     unsafe {
         while !block.is_null() {
             let next = (*block).next;
-            free_local(heap, pool::pool_of(block as usize), block);
+            free_uncached(heap, pool::pool_of(block as usize), block);
             block = next;
         }
     }
@@ -1120,6 +1145,40 @@ mod tests {
             // Other tests' threads may free blocks of this heap meanwhile
             // (it may be an adopted one), so at least ours arrived.
             assert!(received - received_before >= 5000);
+        }
+    }
+
+    #[test]
+    fn a_thread_reuses_the_blocks_it_frees_for_another_heap() {
+        let class = 6;
+        let block = alloc(class) as usize;
+        let heap = thread::current_heap();
+        // SAFETY: this thread's own heap: take what is pending first.
+        unsafe { collect_remote_frees(heap) };
+        let owner = heap as usize;
+        std::thread::spawn(move || {
+            // A thread's first allocation gives it a heap (until then its
+            // cache is the placeholder's, which takes nothing).
+            let first = alloc(0);
+            // SAFETY: this thread's block, and a live block handed over to it.
+            unsafe {
+                free(first);
+                free(block as *mut u8);
+            }
+            let again = alloc(class);
+            assert_eq!(again as usize, block, "cached where it was freed, reused");
+            assert_eq!(owner_of(again) as usize, owner, "its pool keeps its owner");
+            // SAFETY: live again; at exit the thread's cache is flushed.
+            unsafe { free(again) };
+        })
+        .join()
+        .unwrap();
+        // SAFETY: this thread's own heap.
+        unsafe {
+            assert!(
+                collect_remote_frees(heap),
+                "the exiting thread's cache sent the block back to its owner"
+            );
         }
     }
 
