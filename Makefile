@@ -136,7 +136,7 @@ test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
 	LD_PRELOAD=$(CURDIR)/$(SHARED) timeout 10 sh -c 'echo shell ok' | grep -q 'shell ok'
 	@echo "== tracemalloc traces allocations with the library preloaded"
 	LD_PRELOAD=$(CURDIR)/$(SHARED) $(PY_EXE) -X tracemalloc c_tests/cpython_tracemalloc.py $(CURDIR)/$(SHARED)
-	@echo "== preloaded, the exports dispatch through CPython's live tables and follow their changes"
+	@echo "== preloaded, the exports lead to libpython's functions and CPython's dispatch is followed"
 	$(PY_EXE) c_tests/cpython_dispatch.py $(PY_EXE) $(CURDIR)/$(SHARED)
 	@echo "== the allocation profiler through CPython's hooks (runner and preload)"
 	$(PY_EXE) c_tests/cpython_profile.py $(PY_EXE) $(CURDIR)/$(SHARED) $(RUNNER)

@@ -43,11 +43,11 @@ for dir in "$root"/3.*; do
     [ "$got" = "$version" ] || { echo "FAIL $version $mode: printed '$got'" >&2; exit 1; }
     pools=$(sed -n 's/.*pools_taken=\([0-9]*\).*/\1/p' "$stats" 2>/dev/null | head -1)
     [ "${pools:-0}" -gt 0 ] || { echo "FAIL $version $mode: pymalloc-rs did not serve the run" >&2; exit 1; }
-    # Preloaded, CPython's calls reach our exports; they must dispatch
-    # through CPython's live tables, found at installation (src/cpython_dispatch.rs).
+    # Preloaded, CPython's calls reach our exports; their routes must lead
+    # to libpython's own functions, found at load (src/ffi/routes.rs).
     exports=$(sed -n 's/.*object_exports=\([a-z]*\).*/\1/p' "$stats" | head -1)
-    if [ $mode = preload ] && [ "$exports" != table ]; then
-      echo "FAIL $version $mode: object exports '$exports', not dispatched through CPython's table" >&2; exit 1
+    if [ $mode = preload ] && [ "$exports" != libpython ]; then
+      echo "FAIL $version $mode: object exports '$exports', not led to libpython's functions" >&2; exit 1
     fi
     echo "ok: CPython $version $mode: served by pymalloc-rs ($pools pools; object exports: $exports)"
   done

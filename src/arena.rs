@@ -189,19 +189,6 @@ pub static ARENAS: Locked<Arenas> = Locked::new(Arenas {
     space: ArenaSpace::new(),
 });
 
-/// Change how `domain` (an index, see `arena_space::DOMAINS`) makes and
-/// frees its blocks: `change` runs under the arena lock between closing
-/// the domain's direct way from free to the pools and reopening it if
-/// `change` says its blocks may take it. A free racing with the change
-/// takes the exact, out-of-line path meanwhile; no free takes the direct
-/// one for a block made under the new state unless that state allows it.
-pub fn change_direct_free(domain: usize, change: impl FnOnce() -> bool) {
-    let mut arenas = ARENAS.lock();
-    arenas.space.set_direct_free(domain, false);
-    let allowed = change();
-    arenas.space.set_direct_free(domain, allowed);
-}
-
 /// A summary of one mapped arena for statistics.
 pub struct ArenaView {
     pub base: usize,

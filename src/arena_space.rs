@@ -2,9 +2,7 @@
 //! memory, no commit charge), out of which arenas are carved. Its point is
 //! the free path: "is this block ours?" becomes one subtraction and one
 //! compare against the span, instead of the two dependent loads of the
-//! address map's radix tree. The exports fold their domain's "may this
-//! free go straight to the pools?" into the same compare: each domain has
-//! its own extent, the span's size or 0 ([`frees_directly`]).
+//! address map's radix tree.
 //!
 //! The answer is exact for every pointer a caller may pass to free: a live
 //! block of ours is inside the span, and a live block of any other
@@ -44,29 +42,19 @@ pub const MAX_SPACE_BYTES: u64 = 1 << 45;
 
 static SPACE_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_SPACE_BYTES);
 
-/// Domains the exports know (`crate::domain::Domain` as an index).
-pub const DOMAINS: usize = 4;
-
-/// The bounds read by [`contains`] and [`frees_directly`]: `[base, base +
-/// size)`, the whole span, and per domain the extent its exports' free
-/// may hand straight to the pools. `base` is written once, before `size`
-/// first becomes non-zero (Release); neither changes afterwards. All in
-/// one cache line, so that a check loads one address.
-#[repr(C, align(64))]
+/// The bounds read by [`contains`]: `[base, base + size)`, the whole
+/// span. `base` is written once, before `size` first becomes non-zero
+/// (Release); neither changes afterwards. Both in one record, so that the
+/// check loads one address.
+#[repr(C)]
 struct Bounds {
     base: AtomicUsize,
     size: AtomicUsize,
-    /// Per domain: `size` while the domain's blocks carry no header and
-    /// belong to no other library (no debug hooks, no forwarding), else
-    /// 0, which no address is below. Written under the arena lock (see
-    /// [`ArenaSpace::set_direct_free`]).
-    direct_size: [AtomicUsize; DOMAINS],
 }
 
 static BOUNDS: Bounds = Bounds {
     base: AtomicUsize::new(0),
     size: AtomicUsize::new(0),
-    direct_size: [const { AtomicUsize::new(0) }; DOMAINS],
 };
 
 /// Whether `address` lies in the span. True for every live block in an
@@ -78,18 +66,6 @@ static BOUNDS: Bounds = Bounds {
 pub fn contains(address: usize) -> bool {
     // Acquire, then base: a non-zero size implies the base is visible.
     let size = BOUNDS.size.load(Ordering::Acquire);
-    address.wrapping_sub(BOUNDS.base.load(Ordering::Relaxed)) < size
-}
-
-/// The exports' free in one test: whether `address` is in the span and
-/// `domain`'s blocks may go straight back to the pools. One subtraction
-/// and one compare decide what would otherwise take the domain's state
-/// and the span's bounds, two loads and two branches on every free; a
-/// false answer sends the free to the out-of-line path, which decides
-/// exactly.
-#[inline(always)]
-pub fn frees_directly(domain: usize, address: usize) -> bool {
-    let size = BOUNDS.direct_size[domain].load(Ordering::Acquire);
     address.wrapping_sub(BOUNDS.base.load(Ordering::Relaxed)) < size
 }
 
@@ -225,10 +201,6 @@ pub struct ArenaSpace {
     given_back_count: usize,
     /// No word below this one has a bit set.
     first_candidate_word: usize,
-    /// Per domain, whether its exports' free may return blocks of the
-    /// span to the pools directly (published in the bounds once the span
-    /// is reserved).
-    direct_free: [bool; DOMAINS],
 }
 
 // SAFETY: the bitmap is owned by the value and only touched through
@@ -260,31 +232,7 @@ impl ArenaSpace {
             huge_page_commits: 0,
             given_back_count: 0,
             first_candidate_word: 0,
-            direct_free: [true; DOMAINS],
         }
-    }
-
-    /// Whether `domain`'s exports may free blocks of the span straight
-    /// into the pools (its blocks have no debug header and are not
-    /// forwarded to another library). The domain's owner calls it under
-    /// the arena lock, closing the way before it changes how the domain's
-    /// blocks are made and opening it afterwards, so that the published
-    /// extent never admits a block the domain's state would not.
-    pub fn set_direct_free(&mut self, domain: usize, allowed: bool) {
-        self.direct_free[domain] = allowed;
-        self.publish_direct_free(domain);
-    }
-
-    fn publish_direct_free(&self, domain: usize) {
-        if !self.publishes_bounds {
-            return;
-        }
-        let size = if self.direct_free[domain] {
-            self.slots * ARENA_SIZE
-        } else {
-            0
-        };
-        BOUNDS.direct_size[domain].store(size, Ordering::Release);
     }
 
     /// A committed slot for a new arena, reserving the span on first use.
@@ -383,9 +331,6 @@ impl ArenaSpace {
             .store(self.slots * ARENA_SIZE, Ordering::Release);
         self.publishes_bounds = true;
         self.state = State::Reserved;
-        for domain in 0..DOMAINS {
-            self.publish_direct_free(domain);
-        }
     }
 
     /// The lowest given-back slot, lowest first so that the handed-out part

@@ -17,9 +17,12 @@
 //!   silently bypass CPython's dispatch (tracemalloc, `PYTHONMALLOC=debug`,
 //!   `PyMem_SetupDebugHooks`). So when libpython is found after us in the
 //!   lookup order, each CPython-named export forwards to libpython's own
-//!   function, and our allocator is reached through the installed tables.
-//!   The memory API's exports do what libpython's functions do themselves
-//!   once CPython's live tables are found ([`crate::cpython_dispatch`]).
+//!   function, and our allocator is reached through the installed tables,
+//!   as when libpython comes first. For the memory functions that is one
+//!   indirect jump: their routes lead straight to libpython's function
+//!   ([`crate::ffi::routes`]). (Exports that dispatched through CPython's
+//!   live tables themselves, found in libpython's data, measured 1-2 % more
+//!   instructions on Python workloads than this: docs/cpython.md.)
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void, CStr};
@@ -27,6 +30,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::allocator::{self, Fallback};
 use crate::domain::{self, Backend, Domain};
+use crate::ffi::routes::{CallocFn, FreeFn, MallocFn, ReallocFn, Targets};
 use crate::profile;
 use crate::sync::Locked;
 use crate::system;
@@ -57,17 +61,6 @@ impl PyMemAllocatorEx {
         let start = WRAPPED.0.get() as usize;
         let end = start + core::mem::size_of::<[PyMemAllocatorEx; WRAPPED_ENTRIES]>();
         (start..end).contains(&(self.ctx as usize))
-    }
-
-    /// The table's five words, to find or compare a copy of it in memory.
-    pub(crate) fn words(&self) -> [usize; 5] {
-        [
-            self.ctx as usize,
-            self.malloc.map_or(0, |f| f as usize),
-            self.calloc.map_or(0, |f| f as usize),
-            self.realloc.map_or(0, |f| f as usize),
-            self.free.map_or(0, |f| f as usize),
-        ]
     }
 
     fn is_complete(&self) -> bool {
@@ -105,15 +98,13 @@ impl Fallback for Previous<'_> {
     }
 }
 
-/// Per domain, the allocator our table wraps, twice: entry `domain` is the
-/// context of the table we install, entry `3 + domain` the context of its
-/// alias, a table that behaves the same but differs in its context word
-/// (see `cpython_dispatch::locate`). Written only under `INSTALL_LOCK` and
+/// Per domain, the allocator our table wraps: entry `domain` is the
+/// context of the table we install. Written only under `INSTALL_LOCK` and
 /// before any table pointing at it is handed out; afterwards only read.
 struct Wrapped(UnsafeCell<[PyMemAllocatorEx; WRAPPED_ENTRIES]>);
 // SAFETY: see `Wrapped`: writes happen before publication, under a lock.
 unsafe impl Sync for Wrapped {}
-const WRAPPED_ENTRIES: usize = 2 * Domain::ALL.len();
+const WRAPPED_ENTRIES: usize = Domain::ALL.len();
 static WRAPPED: Wrapped = Wrapped(UnsafeCell::new([PyMemAllocatorEx::EMPTY; WRAPPED_ENTRIES]));
 static INSTALL_LOCK: Locked<()> = Locked::new(());
 
@@ -121,7 +112,7 @@ static INSTALL_LOCK: Locked<()> = Locked::new(());
 fn domain_of(ctx: *mut c_void) -> Domain {
     let offset = ctx as usize - WRAPPED.0.get() as usize;
     let entry = offset / core::mem::size_of::<PyMemAllocatorEx>();
-    Domain::ALL[entry % Domain::ALL.len()]
+    Domain::ALL[entry]
 }
 
 unsafe extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
@@ -267,9 +258,6 @@ unsafe fn capture(domain: Domain, runtime: Option<&Runtime>) {
     } else {
         LIBC_TABLE
     };
-    let wrapped = *wrapped;
-    // SAFETY: as above, for the alias's entry.
-    unsafe { (*WRAPPED.0.get())[Domain::ALL.len() + domain as usize] = wrapped };
 }
 
 /// A hook table serving `domain` from the pools, wrapping the domain's
@@ -285,22 +273,10 @@ fn table(domain: Domain) -> PyMemAllocatorEx {
     table_with_context(context(domain))
 }
 
-/// The context of the table we install for `domain`: how the exports
-/// recognise it in CPython's live table (`cpython_dispatch`).
+/// The context of the table we install for `domain`: its `WRAPPED` entry.
 fn context(domain: Domain) -> *mut c_void {
-    wrapped_entry(domain as usize)
-}
-
-/// The same table under the alias context (see `Wrapped`).
-fn alias_table(domain: Domain) -> PyMemAllocatorEx {
-    table_with_context(wrapped_entry(Domain::ALL.len() + domain as usize))
-}
-
-/// The address of entry `index` of `WRAPPED`, a table's context.
-fn wrapped_entry(index: usize) -> *mut c_void {
-    debug_assert!(index < WRAPPED_ENTRIES);
     // SAFETY: the address of an entry of the static; nothing is read.
-    unsafe { (WRAPPED.0.get() as *mut PyMemAllocatorEx).add(index) }.cast()
+    unsafe { (WRAPPED.0.get() as *mut PyMemAllocatorEx).add(domain as usize) }.cast()
 }
 
 fn table_with_context(ctx: *mut c_void) -> PyMemAllocatorEx {
@@ -360,20 +336,6 @@ pub fn install_hooks() -> Result<usize, InstallError> {
         // they are installed: see docs/cpython.md).
         unsafe { (runtime.set)(domain as c_int, &mut hooks) };
         installed += 1;
-        if domain::forwarding(domain) {
-            let set = |table: &PyMemAllocatorEx| {
-                let mut copy = *table;
-                // SAFETY: as above.
-                unsafe { (runtime.set)(domain as c_int, &mut copy) };
-            };
-            crate::cpython_dispatch::locate(
-                domain,
-                runtime.set as *const c_void,
-                &hooks,
-                &alias_table(domain),
-                set,
-            );
-        }
     }
     // With PYMALLOC=debug, CPython's own debug hooks go over our tables:
     // CPython's report format and its GIL checks, in front of our pools.
@@ -439,18 +401,51 @@ forwards!(
     PyMem_SetupDebugHooks,
 );
 
-/// Call libpython's definition of an exported function if there is one.
-/// `$f` is a field of `FORWARDS`, `$ty` its C signature. The first form
-/// takes the heap's state byte (`domain::state`), already loaded by the
-/// caller, so the plain path tests a single value.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! forward_to_cpython {
-    ($state:expr => $f:ident as $ty:ty, $($arg:expr),*) => {
-        if $state & $crate::domain::FORWARD != 0 {
-            $crate::forward_to_cpython!($f as $ty, $($arg),*);
-        }
-    };
+/// libpython's own memory functions for `domain`, when a libpython comes
+/// after us in lookup order (the targets of a forwarding domain's routes).
+pub fn forward_targets(domain: Domain) -> Option<Targets> {
+    let f = &FORWARDS;
+    let [malloc, calloc, realloc, free] = match domain {
+        Domain::Raw => [
+            &f.PyMem_RawMalloc,
+            &f.PyMem_RawCalloc,
+            &f.PyMem_RawRealloc,
+            &f.PyMem_RawFree,
+        ],
+        Domain::Mem => [
+            &f.PyMem_Malloc,
+            &f.PyMem_Calloc,
+            &f.PyMem_Realloc,
+            &f.PyMem_Free,
+        ],
+        Domain::Obj => [
+            &f.PyObject_Malloc,
+            &f.PyObject_Calloc,
+            &f.PyObject_Realloc,
+            &f.PyObject_Free,
+        ],
+        Domain::Core => return None,
+    }
+    .map(|found| found.load(Ordering::Relaxed));
+    if [malloc, calloc, realloc, free].iter().any(|p| p.is_null()) {
+        return None;
+    }
+    // SAFETY: libpython's functions of these names, whose C signatures are
+    // those of our exports of the same names.
+    unsafe {
+        Some(Targets {
+            malloc: core::mem::transmute::<*mut c_void, MallocFn>(malloc),
+            calloc: core::mem::transmute::<*mut c_void, CallocFn>(calloc),
+            realloc: core::mem::transmute::<*mut c_void, ReallocFn>(realloc),
+            free: core::mem::transmute::<*mut c_void, FreeFn>(free),
+        })
+    }
+}
+
+/// Return what libpython's definition of an exported function returns,
+/// when a libpython comes after us in lookup order; otherwise go on.
+/// `$f` is a field of `FORWARDS`, `$ty` its C signature.
+macro_rules! return_via_libpython {
     ($f:ident as $ty:ty, $($arg:expr),*) => {
         let target = $crate::cpython::FORWARDS.$f.load(core::sync::atomic::Ordering::Relaxed);
         if !target.is_null() {
@@ -461,6 +456,7 @@ macro_rules! forward_to_cpython {
         }
     };
 }
+pub(crate) use return_via_libpython;
 
 // ---------------------------------------------------------------------------
 // Load time.

@@ -23,12 +23,14 @@
 //! a block, so a block always returns to the allocator that made it. With
 //! them, each heap checks that its blocks come back through its own family.
 
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::allocator;
 use crate::config::{MEM_POOLED_BY_DEFAULT, OBJ_POOLED_BY_DEFAULT, RAW_POOLED_BY_DEFAULT};
 use crate::debug;
+use crate::ffi::routes::{Choice, PLAIN};
 use crate::profile;
+use crate::sync::Locked;
 use crate::system;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -81,15 +83,10 @@ const POOLED: u8 = 1;
 const DEBUG: u8 = 2;
 /// The profiler counts this heap's requests (see [`crate::profile`]).
 const PROFILE: u8 = 4;
-/// A libpython in the process serves this heap's CPython-named functions:
-/// the exports forward to it (see [`crate::cpython`]). Kept in the same
-/// byte so that the exports' fast path tests one value for everything.
+/// A libpython in the process serves this domain's CPython-named
+/// functions: the exports' routes lead to it (see [`crate::cpython`]).
 pub const FORWARD: u8 = 8;
-/// With `FORWARD`: the address of CPython's live allocator table for this
-/// heap is known, so the exports dispatch through it themselves instead of
-/// calling libpython's function (see [`crate::cpython_dispatch`]).
-pub const LIVE_TABLE: u8 = 16;
-/// The state of a heap on the plain pooled path: allocation tests for it.
+/// The state of a domain served by the pools with nothing over them.
 pub const PLAIN_POOLED: u8 = POOLED;
 /// The bits that take a free off the plain path.
 pub const FREE_SLOW: u8 = DEBUG | FORWARD;
@@ -135,54 +132,67 @@ impl Setting {
     }
 }
 
-/// What the exports' fast paths read, in one record (one address to
-/// load, one cache line): each domain's state byte and the context word of
-/// CPython's live allocator table for it, with the context that marks
-/// ours (see [`crate::cpython_dispatch`]). Until a live table is found
-/// (and always for `PyCore_*`, which CPython does not know), the word is
-/// `NO_TABLE`, which never holds our context: the fast path's test needs
-/// no "found?" test of its own.
-#[repr(C, align(64))]
-struct Domains {
-    state: [AtomicU8; 4],
-    live_context: [AtomicPtr<AtomicUsize>; 4],
-    our_context: [AtomicUsize; 4],
-}
+/// Each domain's state byte: its setting, and whether the profiler or
+/// a libpython serves it. Read by the general routes per call and by
+/// statistics; the exports read the routes chosen from it
+/// ([`crate::ffi::routes`]).
+static STATE: [AtomicU8; 4] = [
+    AtomicU8::new(Setting::plain(RAW_POOLED_BY_DEFAULT).encode()),
+    AtomicU8::new(Setting::plain(MEM_POOLED_BY_DEFAULT).encode()),
+    AtomicU8::new(Setting::plain(OBJ_POOLED_BY_DEFAULT).encode()),
+    AtomicU8::new(POOLED),
+];
 
-static NO_TABLE: AtomicUsize = AtomicUsize::new(0);
-const NOT_OURS: usize = 1;
-const NO_TABLE_WORD: *mut AtomicUsize = &NO_TABLE as *const AtomicUsize as *mut AtomicUsize;
-
-static DOMAINS: Domains = Domains {
-    state: [
-        AtomicU8::new(Setting::plain(RAW_POOLED_BY_DEFAULT).encode()),
-        AtomicU8::new(Setting::plain(MEM_POOLED_BY_DEFAULT).encode()),
-        AtomicU8::new(Setting::plain(OBJ_POOLED_BY_DEFAULT).encode()),
-        AtomicU8::new(POOLED),
-    ],
-    live_context: [const { AtomicPtr::new(NO_TABLE_WORD) }; 4],
-    our_context: [const { AtomicUsize::new(NOT_OURS) }; 4],
-};
+/// Serialises state changes, so that the routes published last are those
+/// of the state stored last. A leaf lock: nothing is taken under it.
+pub(crate) static STATE_CHANGE: Locked<()> = Locked::new(());
 
 /// Everything about how `domain` is served, in one byte: zero bits other
 /// than `POOLED` mean the plain pooled fast path.
 #[inline(always)]
 pub fn state(domain: Domain) -> u8 {
-    DOMAINS.state[domain as usize].load(Ordering::Relaxed)
+    STATE[domain as usize].load(Ordering::Relaxed)
 }
 
-/// Change `domain`'s state to `update(old)`. Every change goes through
-/// here, so that the arena space's direct way from the exports' free to
-/// the pools (`arena_space::frees_directly`) is closed while it happens
-/// and reopened only for states whose blocks may take it: no debug
-/// header, no forwarding.
+/// Change `domain`'s state to `update(old)` and point its exports'
+/// routes at what the new state calls for. Every change goes through here.
 fn update_state(domain: Domain, update: impl FnOnce(u8) -> u8) {
-    crate::arena::change_direct_free(domain as usize, || {
-        let slot = &DOMAINS.state[domain as usize];
-        let new = update(slot.load(Ordering::Relaxed));
-        slot.store(new, Ordering::Relaxed);
-        new & FREE_SLOW == 0
-    });
+    let _serialised = STATE_CHANGE.lock();
+    let slot = &STATE[domain as usize];
+    let new = update(slot.load(Ordering::Relaxed));
+    slot.store(new, Ordering::Relaxed);
+    crate::ffi::routes::set(domain as usize, routes_for(domain, new));
+}
+
+/// The targets `domain`'s exports call in state `state` (see
+/// [`crate::ffi::routes`]).
+fn routes_for(domain: Domain, state: u8) -> Choice {
+    let general = match domain {
+        Domain::Raw => crate::ffi::pymem::RAW_GENERAL,
+        Domain::Mem => crate::ffi::pymem::MEM_GENERAL,
+        Domain::Obj => crate::ffi::objimpl::OBJECT_GENERAL,
+        Domain::Core => crate::ffi::core::CORE_GENERAL,
+    };
+    if state & FORWARD != 0 {
+        if let Some(libpython) = crate::cpython::forward_targets(domain) {
+            return Choice {
+                allocate: libpython,
+                free: libpython.free,
+            };
+        }
+    }
+    Choice {
+        allocate: if state == PLAIN_POOLED {
+            PLAIN
+        } else {
+            general
+        },
+        free: if state & FREE_SLOW == 0 {
+            PLAIN.free
+        } else {
+            general.free
+        },
+    }
 }
 
 pub fn setting(domain: Domain) -> Setting {
@@ -199,9 +209,7 @@ pub fn set(domain: Domain, setting: Setting) {
         _ => setting.backend,
     };
     let encoded = Setting { backend, ..setting }.encode();
-    update_state(domain, |old| {
-        encoded | (old & (PROFILE | FORWARD | LIVE_TABLE))
-    });
+    update_state(domain, |old| encoded | (old & (PROFILE | FORWARD)));
 }
 
 /// The CPython-named exports of the three CPython heaps forward to libpython.
@@ -214,27 +222,6 @@ pub fn enable_forwarding() {
 /// Whether `domain`'s CPython-named exports forward to libpython.
 pub fn forwarding(domain: Domain) -> bool {
     state(domain) & FORWARD != 0
-}
-
-/// CPython's live table for `domain` has been found at `table` (its
-/// first word, the context, a word of libpython's static storage); ours
-/// is the one whose context is `our_context`. The exports dispatch
-/// through it from now on.
-pub fn enable_live_dispatch(domain: Domain, table: *const AtomicUsize, our_context: usize) {
-    DOMAINS.our_context[domain as usize].store(our_context, Ordering::Relaxed);
-    DOMAINS.live_context[domain as usize].store(table.cast_mut(), Ordering::Relaxed);
-    update_state(domain, |old| old | LIVE_TABLE);
-}
-
-/// The context word of CPython's live table for `domain` (with
-/// `LIVE_TABLE` in the state; else a word of ours that never holds our
-/// context), and the context of our table.
-#[inline(always)]
-pub fn live_table(domain: Domain) -> (*const AtomicUsize, usize) {
-    (
-        DOMAINS.live_context[domain as usize].load(Ordering::Relaxed),
-        DOMAINS.our_context[domain as usize].load(Ordering::Relaxed),
-    )
 }
 
 /// Route every heap's requests through the profiler from now on.
@@ -261,12 +248,7 @@ pub fn enable_debug_hooks() {
 
 #[inline(always)]
 pub fn malloc(domain: Domain, size: usize) -> *mut u8 {
-    malloc_in(domain, state(domain), size)
-}
-
-/// `malloc` with the domain's state already loaded.
-#[inline(always)]
-pub fn malloc_in(domain: Domain, state: u8, size: usize) -> *mut u8 {
+    let state = state(domain);
     if state == POOLED {
         allocator::malloc(size)
     } else {
@@ -334,17 +316,7 @@ pub unsafe fn realloc(domain: Domain, block: *mut u8, size: usize, function: &st
 /// `block` is null or a live block of `domain`.
 #[inline(always)]
 pub unsafe fn free(domain: Domain, block: *mut u8, function: &str) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { free_in(domain, state(domain), block, function) }
-}
-
-/// `free` with the domain's state already loaded.
-///
-/// # Safety
-/// As for `free`.
-#[inline(always)]
-pub unsafe fn free_in(domain: Domain, state: u8, block: *mut u8, function: &str) {
-    if state & DEBUG == 0 {
+    if state(domain) & DEBUG == 0 {
         // SAFETY: guaranteed by the caller.
         unsafe { allocator::free(block) }
     } else {
@@ -553,21 +525,19 @@ mod tests {
         assert!(choose_from_env(env(&[("PYMALLOC_DEBUG_ACTION", "ignore")])).is_err());
     }
 
-    /// The exports' free takes the direct way to the pools exactly while
-    /// the domain's state allows it: never for a debug domain, whose
-    /// blocks carry a header, and never for a block outside the span.
-    /// (Miri does not run it: the block comes from the pools.)
+    /// The exports' routes follow the domain's state: the plain targets
+    /// only while nothing is over the pools (a malloc backend still frees
+    /// through the plain route, where ownership decides), never with the
+    /// debug hooks, whose blocks carry a header.
     #[test]
-    #[cfg_attr(miri, ignore)]
-    fn direct_free_follows_the_domains_state() {
-        let direct = |block: *mut u8| {
-            crate::arena_space::frees_directly(Domain::Raw as usize, block as usize)
-        };
-        let pooled = allocator::malloc(32);
-        assert!(crate::arena_space::contains(pooled as usize));
+    fn routes_follow_the_domains_state() {
+        use crate::ffi::routes;
+        let raw = Domain::Raw as usize;
+        let plain_malloc = || routes::malloc(raw) as usize == PLAIN.malloc as usize;
+        let plain_free = || routes::free(raw) as usize == PLAIN.free as usize;
         let saved = setting(Domain::Raw);
         set(Domain::Raw, MALLOC);
-        assert!(direct(pooled), "no debug, no forwarding: direct");
+        assert!(!plain_malloc() && plain_free(), "malloc backend");
         set(
             Domain::Raw,
             Setting {
@@ -575,17 +545,17 @@ mod tests {
                 ..MALLOC
             },
         );
-        assert!(!direct(pooled), "debug hooks: the exact path");
+        assert!(!plain_malloc() && !plain_free(), "debug hooks");
         set(Domain::Raw, POOL);
-        assert!(direct(pooled));
+        assert!(plain_malloc() && plain_free(), "pooled");
+        set(
+            Domain::Raw,
+            Setting {
+                debug: true,
+                ..POOL
+            },
+        );
+        assert!(!plain_malloc() && !plain_free(), "pooled, debug hooks");
         set(Domain::Raw, saved);
-        let foreign = system::malloc(32);
-        assert!(!direct(foreign), "a block of libc's");
-        assert!(!direct(core::ptr::null_mut()));
-        // SAFETY: live blocks of the pools and of libc.
-        unsafe {
-            allocator::free(pooled);
-            system::free(foreign);
-        }
     }
 }

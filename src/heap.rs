@@ -896,14 +896,17 @@ pub fn install_fork_handlers() {
 }
 
 extern "C" fn before_fork() {
-    // Lock order: registry, arenas, debug live list (the order every path
-    // uses; the last two are never held together with another).
+    // Lock order: registry, arenas, debug live list, domain state changes
+    // (the order every path uses; the last three are never held together
+    // with another).
     REGISTRY.acquire_for_fork();
     ARENAS.acquire_for_fork();
     crate::debug::LIVE.acquire_for_fork();
+    crate::domain::STATE_CHANGE.acquire_for_fork();
 }
 
 extern "C" fn after_fork_parent() {
+    crate::domain::STATE_CHANGE.release_after_fork(false);
     crate::debug::LIVE.release_after_fork(false);
     ARENAS.release_after_fork(false);
     REGISTRY.release_after_fork(false);
@@ -929,6 +932,7 @@ extern "C" fn after_fork_child() {
             heap = next;
         }
     }
+    crate::domain::STATE_CHANGE.release_after_fork(true);
     crate::debug::LIVE.release_after_fork(true);
     ARENAS.release_after_fork(true);
     REGISTRY.release_after_fork(true);

@@ -11,14 +11,16 @@
 //! ## Where blocks come from
 //!
 //! ```text
-//!   PyMem_Raw*  PyMem_*  PyObject_*          (domain: per heap, malloc or pymalloc)
-//!        \         |        /
-//!         +--------+-------+---- PyCore_* ---+
+//!   PyMem_Raw*  PyMem_*  PyObject_*  PyCore_*   (domains)
+//!        \         |        |         /
+//!         routes: one jump per call to plain (the pools, below),
+//!         general (debug, profiler, malloc) or libpython's own
 //!                  |                         |
 //!        1..=512 bytes (and 0)        > 512 bytes, foreign pointers
 //!                  |                         |
 //!   thread slot -> Heap (one per thread)   libc malloc / free
-//!                  |  cache[class]: blocks it freed, reused first     }
+//!                  |  cache[class]: blocks it freed (any heap's),     }
+//!                  |    reused first                                  }
 //!                  |  avail[class] -> Pool -> free list of blocks     } no lock, no
 //!                  |  remote_free <- blocks freed by other threads    } atomic RMW
 //!                  |                           (one CAS per free)     } on the owner
@@ -64,12 +66,14 @@
 //! system allocator ([`system`]), the heaps' backend choice ([`domain`]),
 //! typed objects ([`object`]), the debug hooks ([`debug`]), statistics
 //! ([`stats`]), the allocation profiler ([`profile`]), the CPython hook
-//! tables and their installation ([`cpython`]), the exports' dispatch
-//! through CPython's live tables when CPython calls them
-//! ([`cpython_dispatch`]), messages to the user
-//! ([`report`]) and the C ABI ([`ffi`]), which only validates arguments
-//! and calls the core. Rust programs can make the pools their global
-//! allocator with [`PyMalloc`] ([`global_alloc`]).
+//! tables and their installation ([`cpython`]), messages to the user
+//! ([`report`]) and the C ABI ([`ffi`]). Each memory function of the C
+//! ABI is one indirect jump through its domain's route, rewritten when the
+//! domain's state changes: to the pooled fast path for a plain domain, to
+//! libpython's function of the same name when a libpython comes after us,
+//! to the general path otherwise ([`ffi::routes`]); the other functions
+//! validate their arguments and call the core. Rust programs can make the
+//! pools their global allocator with [`PyMalloc`] ([`global_alloc`]).
 
 pub mod address_map;
 pub mod allocator;
@@ -78,7 +82,6 @@ pub mod arena_space;
 pub mod block_cache;
 pub mod config;
 pub mod cpython;
-pub mod cpython_dispatch;
 pub mod debug;
 pub mod domain;
 pub mod ffi;

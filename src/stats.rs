@@ -268,14 +268,17 @@ pub fn render(snap: &Snapshot) -> String {
         "# bytes of allocator metadata",
         snap.metadata_bytes as u64,
     );
-    let dispatch: Vec<_> = crate::domain::Domain::ALL
-        .iter()
-        .filter_map(|&domain| Some((domain, crate::cpython_dispatch::describe(domain)?)))
+    let forwarded: Vec<_> = crate::domain::Domain::ALL
+        .into_iter()
+        .filter(|&domain| crate::domain::forwarding(domain))
         .collect();
-    if !dispatch.is_empty() {
-        out.push_str("\nCPython-named exports (libpython in the process)\n");
-        for (domain, how) in dispatch {
-            let _ = writeln!(out, "{:<10}{how}", format!("{}:", domain.name()));
+    if !forwarded.is_empty() {
+        out.push_str(
+            "\nCPython-named exports: forwarded to libpython (which calls CPython's \
+             allocator tables; ours serve the pools)\n",
+        );
+        for domain in forwarded {
+            let _ = writeln!(out, "{:<10}forwarded", format!("{}:", domain.name()));
         }
     }
     let _ = writeln!(
@@ -283,6 +286,17 @@ pub fn render(snap: &Snapshot) -> String {
         "\nconfiguration: alignment {ALIGNMENT}, pool {POOL_SIZE} bytes, arena {ARENA_SIZE} bytes"
     );
     out
+}
+
+/// How `domain`'s CPython-named exports reach CPython, in one word for
+/// the summary line: `libpython` (forwarded) or `none` (no libpython after
+/// us: the exports serve alone).
+fn exports(domain: crate::domain::Domain) -> &'static str {
+    if crate::domain::forwarding(domain) {
+        "libpython"
+    } else {
+        "none"
+    }
 }
 
 /// One line for `PYMALLOC_STATS_FILE`: `key=value` pairs, written with a
@@ -298,8 +312,8 @@ pub fn summary_line(snap: &Snapshot) -> String {
         snap.heaps.pools_taken,
         snap.heaps.created,
         snap.heaps.remote_frees,
-        crate::cpython_dispatch::short(crate::domain::Domain::Mem),
-        crate::cpython_dispatch::short(crate::domain::Domain::Obj),
+        exports(crate::domain::Domain::Mem),
+        exports(crate::domain::Domain::Obj),
     )
 }
 

@@ -3,7 +3,8 @@
 
 use core::ffi::{c_char, c_int, c_void};
 
-use super::{calloc_export, count_ok, free_export, malloc_export, realloc_export, size_ok};
+use super::general_targets;
+use super::routes::{self, Targets};
 use crate::allocator;
 use crate::cpython::{self, PyMemAllocatorEx};
 use crate::domain::{self, Domain};
@@ -83,33 +84,17 @@ pub struct PyCoreStats {
 /// non-NULL pointer. Returns NULL when out of memory or when `size`
 /// exceeds `PY_SSIZE_T_MAX`. Release with `PyCore_Free`.
 #[unsafe(no_mangle)]
+#[cfg_attr(target_arch = "x86_64", unsafe(naked))]
 pub extern "C" fn PyCore_Malloc(size: usize) -> *mut c_void {
-    malloc_export(Domain::Core, size, core_malloc_other)
-}
-
-#[cold]
-#[inline(never)]
-fn core_malloc_other(state: u8, size: usize) -> *mut c_void {
-    if !size_ok(size) {
-        return core::ptr::null_mut();
-    }
-    domain::malloc_in(Domain::Core, state, size).cast()
+    routes::jump!(malloc, Domain::Core, size)
 }
 
 /// Allocate `nelem * elsize` zeroed bytes; NULL if the product overflows
 /// `PY_SSIZE_T_MAX` or memory is exhausted.
 #[unsafe(no_mangle)]
+#[cfg_attr(target_arch = "x86_64", unsafe(naked))]
 pub extern "C" fn PyCore_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    calloc_export(Domain::Core, nelem, elsize, core_calloc_other)
-}
-
-#[cold]
-#[inline(never)]
-fn core_calloc_other(_state: u8, nelem: usize, elsize: usize) -> *mut c_void {
-    if !count_ok(nelem, elsize) {
-        return core::ptr::null_mut();
-    }
-    domain::calloc(Domain::Core, nelem, elsize).cast()
+    routes::jump!(calloc, Domain::Core, nelem, elsize)
 }
 
 /// Resize a block from `PyCore_Malloc`/`Calloc`/`Realloc`; `ptr == NULL`
@@ -118,21 +103,9 @@ fn core_calloc_other(_state: u8, nelem: usize, elsize: usize) -> *mut c_void {
 /// # Safety
 /// `ptr` is NULL or a live block of this allocator.
 #[unsafe(no_mangle)]
+#[cfg_attr(target_arch = "x86_64", unsafe(naked))]
 pub unsafe extern "C" fn PyCore_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
-    // SAFETY: guaranteed by the caller.
-    unsafe { realloc_export(Domain::Core, ptr, new_size, core_realloc_other) }
-}
-
-/// # Safety
-/// As for `PyCore_Realloc`.
-#[cold]
-#[inline(never)]
-unsafe fn core_realloc_other(_state: u8, ptr: *mut c_void, new_size: usize) -> *mut c_void {
-    if !size_ok(new_size) {
-        return core::ptr::null_mut();
-    }
-    // SAFETY: guaranteed by the caller.
-    unsafe { domain::realloc(Domain::Core, ptr.cast(), new_size, "PyCore_Realloc").cast() }
+    routes::jump!(realloc, Domain::Core, ptr, new_size)
 }
 
 /// Release a block; NULL is ignored.
@@ -140,19 +113,14 @@ unsafe fn core_realloc_other(_state: u8, ptr: *mut c_void, new_size: usize) -> *
 /// # Safety
 /// `ptr` is NULL or a live block of this allocator.
 #[unsafe(no_mangle)]
+#[cfg_attr(target_arch = "x86_64", unsafe(naked))]
 pub unsafe extern "C" fn PyCore_Free(ptr: *mut c_void) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { free_export(Domain::Core, ptr, core_free_other) }
+    routes::jump!(free, Domain::Core, ptr)
 }
 
-/// # Safety
-/// As for `PyCore_Free`.
-#[cold]
-#[inline(never)]
-unsafe fn core_free_other(state: u8, ptr: *mut c_void) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { domain::free_in(Domain::Core, state, ptr.cast(), "PyCore_Free") }
-}
+/// `PyCore_*`'s general targets (see `routes`): with the debug hooks or
+/// the profiler on.
+pub(crate) const CORE_GENERAL: Targets = general_targets!(Domain::Core, "PyCore_");
 
 /// 1 if `ptr` points into one of the pooled allocator's arenas, else 0.
 /// Exact for any pointer value; never dereferences it.

@@ -5,53 +5,26 @@
 #![allow(non_snake_case)]
 
 use core::ffi::c_void;
-use core::ptr::null_mut;
 
-use super::{
-    calloc_export, count_ok, free_export, malloc_export, realloc_export, size_ok,
-    through_live_table,
-};
-use crate::cpython_dispatch;
-use crate::domain::{self, Domain};
+use super::general_targets;
+use super::routes::{self, Targets};
+use crate::domain::Domain;
 use crate::object::{self, PyObject, PyTypeObject, PyVarObject, Py_ssize_t};
 
 /// Object heap: allocate `size` bytes (pooled by default). Zero bytes give
 /// a distinct non-NULL pointer; NULL on failure or `size > PY_SSIZE_T_MAX`.
 /// Release with `PyObject_Free`.
 #[unsafe(no_mangle)]
+#[cfg_attr(target_arch = "x86_64", unsafe(naked))]
 pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
-    malloc_export(Domain::Obj, size, object_malloc_other)
-}
-
-#[cold]
-#[inline(never)]
-fn object_malloc_other(state: u8, size: usize) -> *mut c_void {
-    if !size_ok(size) {
-        return null_mut();
-    }
-    through_live_table!(state, Domain::Obj => malloc(size));
-    crate::forward_to_cpython!(state => PyObject_Malloc as unsafe extern "C" fn(usize) -> *mut c_void,
-        size);
-    domain::malloc_in(Domain::Obj, state, size).cast()
+    routes::jump!(malloc, Domain::Obj, size)
 }
 
 /// Object heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
 #[unsafe(no_mangle)]
+#[cfg_attr(target_arch = "x86_64", unsafe(naked))]
 pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    calloc_export(Domain::Obj, nelem, elsize, object_calloc_other)
-}
-
-#[cold]
-#[inline(never)]
-fn object_calloc_other(state: u8, nelem: usize, elsize: usize) -> *mut c_void {
-    if !count_ok(nelem, elsize) {
-        return null_mut();
-    }
-    through_live_table!(state, Domain::Obj => calloc(nelem, elsize));
-    crate::forward_to_cpython!(state => PyObject_Calloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
-        nelem,
-        elsize);
-    domain::calloc(Domain::Obj, nelem, elsize).cast()
+    routes::jump!(calloc, Domain::Obj, nelem, elsize)
 }
 
 /// Object heap: resize; `ptr == NULL` allocates. On failure NULL, and
@@ -60,25 +33,9 @@ fn object_calloc_other(state: u8, nelem: usize, elsize: usize) -> *mut c_void {
 /// # Safety
 /// `ptr` is NULL or a live object-heap block.
 #[unsafe(no_mangle)]
+#[cfg_attr(target_arch = "x86_64", unsafe(naked))]
 pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
-    // SAFETY: guaranteed by the caller.
-    unsafe { realloc_export(Domain::Obj, ptr, new_size, object_realloc_other) }
-}
-
-/// # Safety
-/// As for `PyObject_Realloc`.
-#[cold]
-#[inline(never)]
-unsafe fn object_realloc_other(state: u8, ptr: *mut c_void, new_size: usize) -> *mut c_void {
-    if !size_ok(new_size) {
-        return null_mut();
-    }
-    through_live_table!(state, Domain::Obj => realloc(ptr.cast(), new_size));
-    crate::forward_to_cpython!(state => PyObject_Realloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
-        ptr,
-        new_size);
-    // SAFETY: guaranteed by the caller.
-    unsafe { domain::realloc(Domain::Obj, ptr.cast(), new_size, "PyObject_Realloc").cast() }
+    routes::jump!(realloc, Domain::Obj, ptr, new_size)
 }
 
 /// Object heap: release; NULL is ignored.
@@ -86,27 +43,13 @@ unsafe fn object_realloc_other(state: u8, ptr: *mut c_void, new_size: usize) -> 
 /// # Safety
 /// `ptr` is NULL or a live object-heap block.
 #[unsafe(no_mangle)]
+#[cfg_attr(target_arch = "x86_64", unsafe(naked))]
 pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { free_export(Domain::Obj, ptr, object_free_other) }
+    routes::jump!(free, Domain::Obj, ptr)
 }
 
-/// # Safety
-/// As for `PyObject_Free`.
-#[cold]
-#[inline(never)]
-unsafe fn object_free_other(state: u8, ptr: *mut c_void) {
-    if state & domain::LIVE_TABLE != 0 {
-        // SAFETY: the state says the live table's address is known; the
-        // block is the domain's (caller).
-        return unsafe { cpython_dispatch::free(Domain::Obj, ptr.cast()) };
-    }
-    if state & domain::FREE_SLOW != 0 {
-        crate::forward_to_cpython!(state => PyObject_Free as unsafe extern "C" fn(*mut c_void), ptr);
-    }
-    // SAFETY: guaranteed by the caller.
-    unsafe { domain::free_in(Domain::Obj, state, ptr.cast(), "PyObject_Free") }
-}
+/// The object heap's general targets (see `routes`): its state decides.
+pub(crate) const OBJECT_GENERAL: Targets = general_targets!(Domain::Obj, "PyObject_");
 
 /// Initialise freshly allocated storage as an object of type `tp`:
 /// `ob_type = tp`, `ob_refcnt = 1` (and a reference to `tp` if it is a heap
@@ -117,7 +60,7 @@ unsafe fn object_free_other(state: u8, ptr: *mut c_void) {
 /// type object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyObject_Init(op: *mut PyObject, tp: *mut PyTypeObject) -> *mut PyObject {
-    crate::forward_to_cpython!(
+    crate::cpython::return_via_libpython!(
         PyObject_Init as unsafe extern "C" fn(*mut PyObject, *mut PyTypeObject) -> *mut PyObject,
         op,
         tp
@@ -137,7 +80,7 @@ pub unsafe extern "C" fn PyObject_InitVar(
     tp: *mut PyTypeObject,
     size: Py_ssize_t,
 ) -> *mut PyVarObject {
-    crate::forward_to_cpython!(
+    crate::cpython::return_via_libpython!(
         PyObject_InitVar
             as unsafe extern "C" fn(
                 *mut PyVarObject,
@@ -159,7 +102,7 @@ pub unsafe extern "C" fn PyObject_InitVar(
 /// `tp` is a type object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn _PyObject_New(tp: *mut PyTypeObject) -> *mut PyObject {
-    crate::forward_to_cpython!(
+    crate::cpython::return_via_libpython!(
         _PyObject_New as unsafe extern "C" fn(*mut PyTypeObject) -> *mut PyObject,
         tp
     );
@@ -178,7 +121,7 @@ pub unsafe extern "C" fn _PyObject_NewVar(
     tp: *mut PyTypeObject,
     nitems: Py_ssize_t,
 ) -> *mut PyVarObject {
-    crate::forward_to_cpython!(
+    crate::cpython::return_via_libpython!(
         _PyObject_NewVar as unsafe extern "C" fn(*mut PyTypeObject, Py_ssize_t) -> *mut PyVarObject,
         tp,
         nitems
@@ -194,7 +137,7 @@ pub unsafe extern "C" fn _PyObject_NewVar(
 /// `tp` is a type object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn _PyObject_GC_New(tp: *mut PyTypeObject) -> *mut PyObject {
-    crate::forward_to_cpython!(
+    crate::cpython::return_via_libpython!(
         _PyObject_GC_New as unsafe extern "C" fn(*mut PyTypeObject) -> *mut PyObject,
         tp
     );
@@ -212,7 +155,7 @@ pub unsafe extern "C" fn _PyObject_GC_NewVar(
     tp: *mut PyTypeObject,
     nitems: Py_ssize_t,
 ) -> *mut PyVarObject {
-    crate::forward_to_cpython!(
+    crate::cpython::return_via_libpython!(
         _PyObject_GC_NewVar
             as unsafe extern "C" fn(*mut PyTypeObject, Py_ssize_t) -> *mut PyVarObject,
         tp,
@@ -229,7 +172,7 @@ pub unsafe extern "C" fn _PyObject_GC_NewVar(
 /// `op` is NULL or a live GC object of this library.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyObject_GC_Del(op: *mut c_void) {
-    crate::forward_to_cpython!(PyObject_GC_Del as unsafe extern "C" fn(*mut c_void), op);
+    crate::cpython::return_via_libpython!(PyObject_GC_Del as unsafe extern "C" fn(*mut c_void), op);
     // SAFETY: guaranteed by the caller.
     unsafe { object::gc_del(op.cast()) }
 }

@@ -1,0 +1,255 @@
+//! Where each memory function of each domain goes: one word per function
+//! and domain, chosen whenever the domain's state changes and read by the
+//! export on every call, which then tail-calls it (two instructions: the
+//! table's address, the indirect jump).
+//!
+//! What is fixed between state changes is bound here rather than tested
+//! per call:
+//!
+//! * **plain**: the domain is served by the pools with nothing over them
+//!   (the default for mem, object and `PyCore_*`). The target is the
+//!   pooled fast path itself, with no state test: the same four functions
+//!   for every plain domain.
+//! * **forward**: a libpython comes after this library in the lookup order
+//!   (`LD_PRELOAD`, or linked before it): the CPython-named exports are
+//!   libpython's own functions, reached with one more jump. CPython's
+//!   dispatch (its allocator tables, tracemalloc, its debug hooks) then
+//!   stays exact, and our pools are reached through the hook tables we
+//!   install, as with libpython first (see [`crate::cpython`]).
+//! * **general**: anything else (debug hooks, the profiler, a malloc
+//!   backend): the domain's state decides per call, out of the fast path.
+//!
+//! A free's route may be plain while its domain's allocations are not: a
+//! malloc-backed domain without debug hooks frees through the ownership
+//! test, like a plain one. Switching a domain to the debug hooks changes
+//! the free route before the allocation routes, so that no block with a
+//! debug header is ever freed by the plain route.
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use super::{count_ok, size_ok};
+use crate::allocator;
+use crate::config::{MEM_POOLED_BY_DEFAULT, OBJ_POOLED_BY_DEFAULT, RAW_POOLED_BY_DEFAULT};
+
+pub type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
+pub type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+pub type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
+pub type FreeFn = unsafe extern "C" fn(*mut c_void);
+
+/// A domain's four targets (function pointers stored as words).
+#[repr(C)]
+struct DomainRoutes {
+    malloc: AtomicPtr<()>,
+    calloc: AtomicPtr<()>,
+    realloc: AtomicPtr<()>,
+    free: AtomicPtr<()>,
+}
+
+/// One domain's functions for one way of serving it.
+#[derive(Clone, Copy)]
+pub struct Targets {
+    pub malloc: MallocFn,
+    pub calloc: CallocFn,
+    pub realloc: ReallocFn,
+    pub free: FreeFn,
+}
+
+/// The plain targets, shared by every plain domain.
+pub const PLAIN: Targets = Targets {
+    malloc: plain_malloc,
+    calloc: plain_calloc,
+    realloc: plain_realloc,
+    free: plain_free,
+};
+
+/// What a domain's routes point to, given by the domain's owner
+/// (`domain::update_state`).
+#[derive(Clone, Copy)]
+pub struct Choice {
+    /// Allocation targets: plain, general or forwarded.
+    pub allocate: Targets,
+    /// The free target (see the module documentation).
+    pub free: FreeFn,
+}
+
+const fn initial(general: Targets, pooled: bool) -> DomainRoutes {
+    let allocate = if pooled { PLAIN } else { general };
+    DomainRoutes {
+        malloc: AtomicPtr::new(allocate.malloc as *mut ()),
+        calloc: AtomicPtr::new(allocate.calloc as *mut ()),
+        realloc: AtomicPtr::new(allocate.realloc as *mut ()),
+        free: AtomicPtr::new(plain_free as *mut ()),
+    }
+}
+
+/// Indexed by `Domain as usize`: raw, mem, object, core. Until the
+/// environment is read (at load), the build's defaults.
+#[repr(C, align(64))]
+pub(crate) struct Routes([DomainRoutes; 4]);
+
+pub(crate) static ROUTES: Routes = Routes([
+    initial(super::pymem::RAW_GENERAL, RAW_POOLED_BY_DEFAULT),
+    initial(super::pymem::MEM_GENERAL, MEM_POOLED_BY_DEFAULT),
+    initial(super::objimpl::OBJECT_GENERAL, OBJ_POOLED_BY_DEFAULT),
+    initial(super::core::CORE_GENERAL, true),
+]);
+
+/// Point `domain`'s routes at `choice`: the free route first when it
+/// leaves the plain path (see the module documentation), last otherwise.
+pub fn set(domain: usize, choice: Choice) {
+    let routes = &ROUTES.0[domain];
+    let free_leaves_plain = choice.free as *const () != plain_free as *const ();
+    if free_leaves_plain {
+        routes.free.store(choice.free as *mut (), Ordering::Release);
+    }
+    routes
+        .malloc
+        .store(choice.allocate.malloc as *mut (), Ordering::Release);
+    routes
+        .calloc
+        .store(choice.allocate.calloc as *mut (), Ordering::Release);
+    routes
+        .realloc
+        .store(choice.allocate.realloc as *mut (), Ordering::Release);
+    if !free_leaves_plain {
+        routes.free.store(choice.free as *mut (), Ordering::Release);
+    }
+}
+
+/// The body of an export: continue in its route's target, with the
+/// export's arguments. On x86-64 the export is a naked function whose
+/// whole body is one indirect jump through the route (the table is in
+/// this library, addressed relative to the instruction); elsewhere a
+/// call of the loaded target in tail position.
+#[cfg(target_arch = "x86_64")]
+macro_rules! jump {
+    ($op:ident, $domain:expr, $($arg:expr),*) => {
+        ::core::arch::naked_asm!(
+            "jmp qword ptr [rip + {routes} + {offset}]",
+            routes = sym $crate::ffi::routes::ROUTES,
+            offset = const $crate::ffi::routes::offset($domain as usize, $crate::ffi::routes::Op::$op),
+        )
+    };
+}
+#[cfg(not(target_arch = "x86_64"))]
+macro_rules! jump {
+    ($op:ident, $domain:expr, $($arg:expr),*) => {
+        // SAFETY: the export's caller guarantees what the target needs.
+        unsafe { $crate::ffi::routes::$op($domain as usize)($($arg),*) }
+    };
+}
+pub(crate) use jump;
+
+/// The four memory functions, in the order of a domain's routes.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy)]
+pub enum Op {
+    malloc = 0,
+    calloc = 1,
+    realloc = 2,
+    free = 3,
+}
+
+/// Byte offset of `domain`'s route for `op` in the table.
+pub const fn offset(domain: usize, op: Op) -> usize {
+    (domain * 4 + op as usize) * core::mem::size_of::<AtomicPtr<()>>()
+}
+
+/// The current malloc target of `domain`.
+#[inline(always)]
+pub fn malloc(domain: usize) -> MallocFn {
+    let target = ROUTES.0[domain].malloc.load(Ordering::Acquire);
+    // SAFETY: the routes only ever hold `MallocFn`s (see `set`, `initial`).
+    unsafe { core::mem::transmute::<*mut (), MallocFn>(target) }
+}
+
+#[inline(always)]
+pub fn calloc(domain: usize) -> CallocFn {
+    let target = ROUTES.0[domain].calloc.load(Ordering::Acquire);
+    // SAFETY: as in `malloc`.
+    unsafe { core::mem::transmute::<*mut (), CallocFn>(target) }
+}
+
+#[inline(always)]
+pub fn realloc(domain: usize) -> ReallocFn {
+    let target = ROUTES.0[domain].realloc.load(Ordering::Acquire);
+    // SAFETY: as in `malloc`.
+    unsafe { core::mem::transmute::<*mut (), ReallocFn>(target) }
+}
+
+#[inline(always)]
+pub fn free(domain: usize) -> FreeFn {
+    let target = ROUTES.0[domain].free.load(Ordering::Acquire);
+    // SAFETY: as in `malloc`.
+    unsafe { core::mem::transmute::<*mut (), FreeFn>(target) }
+}
+
+// ---------------------------------------------------------------------------
+// The plain targets: the pools, nothing over them, no state test.
+
+unsafe extern "C" fn plain_malloc(size: usize) -> *mut c_void {
+    match allocator::malloc_small(size) {
+        Some(block) => block.cast(),
+        None => plain_malloc_other(size),
+    }
+}
+
+/// Zero, large and invalid sizes, out of line.
+#[cold]
+#[inline(never)]
+fn plain_malloc_other(size: usize) -> *mut c_void {
+    if !size_ok(size) {
+        return core::ptr::null_mut();
+    }
+    allocator::malloc(size).cast()
+}
+
+unsafe extern "C" fn plain_calloc(count: usize, size: usize) -> *mut c_void {
+    match allocator::calloc_small(count, size) {
+        Some(block) => block.cast(),
+        None => plain_calloc_other(count, size),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn plain_calloc_other(count: usize, size: usize) -> *mut c_void {
+    if !count_ok(count, size) {
+        return core::ptr::null_mut();
+    }
+    allocator::calloc(count, size).cast()
+}
+
+/// # Safety
+/// `block` is null or a live block of the domain.
+unsafe extern "C" fn plain_realloc(block: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: guaranteed by the caller; a plain domain's blocks carry no
+    // header.
+    unsafe {
+        match allocator::realloc_small(block.cast(), size) {
+            Some(moved) => moved.cast(),
+            None => plain_realloc_other(block, size),
+        }
+    }
+}
+
+/// # Safety
+/// As for `plain_realloc`.
+#[cold]
+#[inline(never)]
+unsafe fn plain_realloc_other(block: *mut c_void, size: usize) -> *mut c_void {
+    if !size_ok(size) {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { allocator::realloc(block.cast(), size).cast() }
+}
+
+/// # Safety
+/// `block` is null or a live block without a debug header (of the pools
+/// or of libc: ownership decides).
+unsafe extern "C" fn plain_free(block: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { allocator::free(block.cast()) }
+}
