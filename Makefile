@@ -34,7 +34,8 @@ RUNNER   := target/pymalloc-python
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
         clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz \
-        bench-instructions bench-rust bench-python bench-python-instructions bench-page-faults
+        bench-instructions bench-rust bench-python bench-python-instructions bench-page-faults \
+        wheel
 
 all: headers runner
 
@@ -147,6 +148,21 @@ test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
 # CPython's own regression tests: stock vs LD_PRELOAD vs the runner.
 test-cpython-suite: $(RUNNER)
 	$(PYTHON) scripts/cpython_tests.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER) --jobs 2
+
+# --- Python package --------------------------------------------------------
+
+# The wheel of the Python package pymalloc-rs (pyproject.toml, docs/python.md),
+# exactly one, in target/wheels. The build backend comes from PyPI into a
+# virtual environment of its own: scripts/python_tools.sh.
+WHEEL_TOOLS := target/wheel-tools
+WHEEL_DIR   := target/wheels
+wheel:
+	@$(WHEEL_TOOLS)/bin/python -c 'import hatchling' 2>/dev/null || { echo \
+	    "make wheel: hatchling is missing from $(WHEEL_TOOLS): run scripts/python_tools.sh first" >&2; exit 1; }
+	rm -rf $(WHEEL_DIR)
+	CARGO=$(CARGO) $(WHEEL_TOOLS)/bin/python -m pip wheel --quiet --disable-pip-version-check \
+	    --no-deps --no-build-isolation --wheel-dir $(WHEEL_DIR) .
+	@ls $(WHEEL_DIR)/*.whl
 
 # --- reliability -----------------------------------------------------------
 
