@@ -35,7 +35,7 @@ RUNNER   := target/pymalloc-python
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
         clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz \
         bench-instructions bench-rust bench-python bench-python-instructions bench-page-faults \
-        wheel
+        wheel test-python-package
 
 all: headers runner
 
@@ -51,7 +51,8 @@ $(SHARED) $(STATIC): $(RUST_SRC)
 	$(CARGO) build --release
 	@touch $(SHARED) $(STATIC)
 
-check: test-rust lint test-headers test-exports test-c test-c-asan test-valgrind test-install test-tune test-cpython
+check: test-rust lint test-headers test-exports test-c test-c-asan test-valgrind test-install test-tune test-cpython \
+       test-python-package
 	@echo "make check: all tests passed"
 
 # The core's tests again with 2 MiB arenas: whole huge pages, so the
@@ -163,6 +164,13 @@ wheel:
 	CARGO=$(CARGO) $(WHEEL_TOOLS)/bin/python -m pip wheel --quiet --disable-pip-version-check \
 	    --no-deps --no-build-isolation --wheel-dir $(WHEEL_DIR) .
 	@ls $(WHEEL_DIR)/*.whl
+
+# The wheel installed into fresh virtual environments of python3 and the
+# pyenv CPythons 3.8 and 3.12+: python -m pymalloc against plain python,
+# the module's answers, the runner (c_tests/python_package.py).
+test-python-package: wheel $(RUNNER)
+	$(PYTHON) c_tests/python_package.py --wheel-dir $(WHEEL_DIR) --runner $(RUNNER) \
+	    --python $(PY_EXE) --work target/python-package
 
 # --- reliability -----------------------------------------------------------
 
