@@ -58,6 +58,11 @@ MODULE_SCRIPT = '''\
 import sys
 print("module", __name__, sys.argv)
 '''
+FLAGS_SCRIPT = '''\
+import sys
+print(sorted(sys._xoptions.items()), sys.warnoptions, "optimize", sys.flags.optimize,
+      sys.flags.dont_write_bytecode, sys.flags.no_user_site, sys.flags.utf8_mode)
+'''
 # Allocates 100k small objects between two snapshots.
 STATS_SCRIPT = '''\
 import json, pymalloc
@@ -139,13 +144,14 @@ def describe(result):
             f"--- stderr\n{result.stderr}---")
 
 
-def check_same(python, args, work, stdin=""):
-    """python -m pymalloc ARGS behaves exactly as python ARGS."""
-    plain = run([python] + args, stdin=stdin, cwd=work)
-    ours = run([python, "-m", "pymalloc"] + args, stdin=stdin, cwd=work)
+def check_same(python, args, work, stdin="", flags=()):
+    """python FLAGS -m pymalloc ARGS behaves exactly as python FLAGS ARGS."""
+    flags = list(flags)
+    plain = run([python] + flags + args, stdin=stdin, cwd=work)
+    ours = run([python] + flags + ["-m", "pymalloc"] + args, stdin=stdin, cwd=work)
     assert (plain.returncode, plain.stdout, plain.stderr) == \
         (ours.returncode, ours.stdout, ours.stderr), \
-        f"python -m pymalloc {args} differs from python {args}:\n" \
+        f"python {flags} -m pymalloc {args} differs from python {flags} {args}:\n" \
         f"plain python: {describe(plain)}\npython -m pymalloc: {describe(ours)}"
     return plain
 
@@ -211,6 +217,10 @@ def check_launcher(python, work):
     plain = check_same(python, ["-c", "import sys; print(sys.argv); sys.exit(4)", "c1"], work)
     assert plain.returncode == 4 and "['-c', 'c1']" in plain.stdout, describe(plain)
     check_same(python, ["-"], work, stdin="import sys; print('from stdin', sys.argv)\n")
+    # The interpreter's own options reach the program.
+    plain = check_same(python, ["-c", FLAGS_SCRIPT], work, flags=[
+        "-X", "utf8", "-X", "int_max_str_digits=5000", "-W", "error::DeprecationWarning", "-O", "-B", "-s"])
+    assert "('int_max_str_digits', '5000')" in plain.stdout and "optimize 1" in plain.stdout, describe(plain)
 
     result = run([python, "-m", "pymalloc", "--help"])
     assert result.returncode == 0 and "--profile FILE" in result.stdout, describe(result)

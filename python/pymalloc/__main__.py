@@ -98,6 +98,23 @@ def preload_value(library: str, existing: str | None) -> str:
     return f"{library}:{existing}" if existing else library
 
 
+def interpreter_flags() -> list[str]:
+    """The options this interpreter was started with, for the next one."""
+    # sys.flags, -W and the common -X options, as the standard library
+    # passes them to the interpreters it starts (multiprocessing does).
+    flags = subprocess._args_from_interpreter_flags()
+    # It leaves out -i and the other -X options (int_max_str_digits,
+    # pycache_prefix, ...): add them. -u leaves no trace in sys.flags (the
+    # environment's PYTHONUNBUFFERED does pass).
+    carried = {flags[i + 1].split("=")[0] for i, flag in enumerate(flags[:-1]) if flag == "-X"}
+    for name, value in sys._xoptions.items():
+        if name not in carried:
+            flags += ["-X", name if value is True else f"{name}={value}"]
+    if sys.flags.inspect:
+        flags.append("-i")
+    return flags
+
+
 def main() -> None:
     if not sys.platform.startswith("linux"):
         sys.exit(
@@ -118,12 +135,9 @@ def main() -> None:
     environment = dict(os.environ)
     environment.update(settings)
     environment["LD_PRELOAD"] = preload
-    # This process's -X, -W, -O, -I, -E, ... flags, as the standard library
-    # passes them to the interpreters it starts (multiprocessing does the same).
-    flags = subprocess._args_from_interpreter_flags()
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *flags, *program], environment)
+    os.execve(sys.executable, [sys.executable, *interpreter_flags(), *program], environment)
 
 
 if __name__ == "__main__":
