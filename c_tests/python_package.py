@@ -96,9 +96,15 @@ try:
 except pymalloc.NotLoadedError as error:
     stats_error = str(error)
 mapped_after = any("libpymalloc" in line for line in open("/proc/self/maps"))
-print(json.dumps({"active": pymalloc.active(), "mapped": mapped or mapped_after,
+active = pymalloc.active()
+# A copy someone opened with ctypes (RTLD_LOCAL): found, not installed.
+import ctypes
+ctypes.CDLL(pymalloc.library_path())
+print(json.dumps({"active": active, "mapped": mapped or mapped_after,
                   "stats_error": stats_error, "version": pymalloc.__version__,
-                  "library": pymalloc.library_path(), "include": pymalloc.include_dir()}))
+                  "library": pymalloc.library_path(), "include": pymalloc.include_dir(),
+                  "local_copy_active": pymalloc.active(),
+                  "local_copy_num_classes": pymalloc.stats().num_classes}))
 '''
 MISMATCH_SCRIPT = '''\
 import pymalloc
@@ -252,6 +258,8 @@ def check_module(python, version, work):
     assert plain["stats_error"] and "python -m pymalloc" in plain["stats_error"], \
         f"stats() in plain python must raise NotLoadedError pointing at python -m pymalloc: {plain}"
     assert plain["version"] == version, f"pymalloc.__version__ {plain['version']} != {version}"
+    assert plain["local_copy_active"] is False and plain["local_copy_num_classes"] == 32, \
+        f"a copy loaded with ctypes after start-up must be found for stats() but serve nothing: {plain}"
     assert os.path.isfile(plain["library"]) and os.path.isfile(os.path.join(plain["include"], "pymalloc.h")), plain
     needed = run(["readelf", "-d", plain["library"]]).stdout
     assert "NEEDED" in needed and "libpython" not in needed, \

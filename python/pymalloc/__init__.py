@@ -70,9 +70,13 @@ Stats = _dataclass_of(
 )
 
 
+def _packaged_library() -> str:
+    return os.path.join(_PACKAGE_DIR, "libpymalloc.so")
+
+
 def library_path() -> str:
     """The packaged libpymalloc.so, for LD_PRELOAD or linking. Does not load it."""
-    path = os.path.join(_PACKAGE_DIR, "libpymalloc.so")
+    path = _packaged_library()
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{path} is missing: this pymalloc package was not installed from a "
@@ -120,7 +124,7 @@ def active() -> bool:
     interpreter, where the library is not loaded, as well as when
     PYTHONMALLOC, -X dev or PYMALLOC_CPYTHON=0 kept CPython's allocator
     although the library is in the process."""
-    library = _library.find_loaded()
+    library = _library.find_loaded(_packaged_library())
     if library is None:
         return False
     probe = object()  # made through the object heap now; object() has no free list
@@ -129,7 +133,7 @@ def active() -> bool:
 
 def _checked_library() -> ctypes.CDLL:
     """The library of this process, checked to be this module's version."""
-    library = _library.find_loaded()
+    library = _library.find_loaded(_packaged_library())
     if library is None:
         raise NotLoadedError(
             "pymalloc-rs is not loaded in this process: run the program under "

@@ -70,8 +70,11 @@ def parse(arguments: list[str]) -> tuple[dict[str, str], list[str]]:
             break  # the program: a script, -m, -c or -
         index += 1
     program = arguments[index:]
-    if PROFILE_SETTING in settings and not settings[PROFILE_SETTING]:
-        raise UsageError("--profile needs a file name")
+    if PROFILE_SETTING in settings:
+        if not settings[PROFILE_SETTING]:
+            raise UsageError("--profile needs a file name")
+        # Where the user is now, even if the program changes directory.
+        settings[PROFILE_SETTING] = os.path.abspath(settings[PROFILE_SETTING])
     if not program:
         raise UsageError("no program given: a script, -m module, -c command or - (stdin)")
     first = program[0]

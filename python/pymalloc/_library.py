@@ -4,8 +4,9 @@ Nothing here loads the library: loading it would run its constructor, and
 a process must get pymalloc-rs from its start (`python -m pymalloc`, the
 runner, an embedder), not from an import. The library is looked up in the
 process's global symbol scope (LD_PRELOAD, a linked runner or embedder),
-then among the files the process has mapped (a copy opened with ctypes by
-someone else), with RTLD_NOLOAD.
+then, with RTLD_NOLOAD (a handle only to a loaded file), at the package's
+copy and the libpymalloc files /proc/self/maps lists (a copy opened with
+ctypes by someone else).
 """
 from __future__ import annotations
 
@@ -84,28 +85,34 @@ def _has_core_api(library: ctypes.CDLL) -> bool:
     return True
 
 
-def _mapped_copies() -> list[str]:
-    """Paths of the libpymalloc files this process has mapped."""
-    paths = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split(None, 5)
-            if len(fields) == 6:
-                path = fields[5].strip()
-                name = os.path.basename(path)
-                if name.startswith("libpymalloc") and ".so" in name and path not in paths:
-                    paths.append(path)
+def _candidate_copies(packaged: str) -> list[str]:
+    """Paths of the libpymalloc files this process may have loaded: the
+    packaged one, and those /proc/self/maps shows (without /proc, only the
+    packaged one can be asked for)."""
+    paths = [packaged]
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return paths
+    for line in lines:
+        fields = line.split(None, 5)
+        if len(fields) == 6:
+            path = fields[5].strip()
+            name = os.path.basename(path)
+            if name.startswith("libpymalloc") and ".so" in name and path not in paths:
+                paths.append(path)
     return paths
 
 
-def find_loaded() -> ctypes.CDLL | None:
-    """The libpymalloc of this process, or None if none is loaded. Never
-    loads one."""
+def find_loaded(packaged: str) -> ctypes.CDLL | None:
+    """The libpymalloc of this process, or None if none is loaded; `packaged`
+    is the package's copy. Never loads one."""
     # dlopen(NULL): the global scope, where LD_PRELOAD and linked copies are.
     global_scope = ctypes.CDLL(None)
     if _has_core_api(global_scope):
         return _declare(global_scope)
-    for path in _mapped_copies():
+    for path in _candidate_copies(packaged):
         try:
             # RTLD_NOLOAD: a handle only if the file is loaded already.
             copy = ctypes.CDLL(path, mode=os.RTLD_NOLOAD)
