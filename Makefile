@@ -34,7 +34,8 @@ RUNNER   := target/pymalloc-python
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
         clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz \
-        bench-instructions bench-rust bench-python bench-python-instructions bench-page-faults
+        bench-instructions bench-rust bench-python bench-python-instructions bench-page-faults \
+        wheel test-python-package
 
 all: headers runner
 
@@ -50,7 +51,8 @@ $(SHARED) $(STATIC): $(RUST_SRC)
 	$(CARGO) build --release
 	@touch $(SHARED) $(STATIC)
 
-check: test-rust lint test-headers test-exports test-c test-c-asan test-valgrind test-install test-tune test-cpython
+check: test-rust lint test-headers test-exports test-c test-c-asan test-valgrind test-install test-tune test-cpython \
+       test-python-package
 	@echo "make check: all tests passed"
 
 # The core's tests again with 2 MiB arenas: whole huge pages, so the
@@ -147,6 +149,28 @@ test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
 # CPython's own regression tests: stock vs LD_PRELOAD vs the runner.
 test-cpython-suite: $(RUNNER)
 	$(PYTHON) scripts/cpython_tests.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER) --jobs 2
+
+# --- Python package --------------------------------------------------------
+
+# The wheel of the Python package pymalloc-rs (pyproject.toml, docs/python.md),
+# exactly one, in target/wheels. The build backend comes from PyPI into a
+# virtual environment of its own: scripts/python_tools.sh.
+WHEEL_TOOLS := target/wheel-tools
+WHEEL_DIR   := target/wheels
+wheel:
+	@$(WHEEL_TOOLS)/bin/python -c 'import hatchling' 2>/dev/null || { echo \
+	    "make wheel: hatchling is missing from $(WHEEL_TOOLS): run scripts/python_tools.sh first" >&2; exit 1; }
+	rm -rf $(WHEEL_DIR)
+	CARGO=$(CARGO) $(WHEEL_TOOLS)/bin/python -m pip wheel --quiet --disable-pip-version-check \
+	    --no-deps --no-build-isolation --wheel-dir $(WHEEL_DIR) .
+	@ls $(WHEEL_DIR)/*.whl
+
+# The wheel installed into fresh virtual environments of python3 and the
+# pyenv CPythons 3.8 and 3.12+: python -m pymalloc against plain python,
+# the module's answers, the runner (c_tests/python_package.py).
+test-python-package: wheel $(RUNNER)
+	$(PYTHON) c_tests/python_package.py --wheel-dir $(WHEEL_DIR) --runner $(RUNNER) \
+	    --python $(PY_EXE) --work target/python-package
 
 # --- reliability -----------------------------------------------------------
 

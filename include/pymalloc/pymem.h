@@ -305,6 +305,14 @@ int PyCore_IsPooled(const void *ptr);
 const char *PyCore_GetBackendName(int domain);
 
 /*
+ This library's version: the `version` of the Cargo.toml it was built
+ from, e.g. "0.1.0". A wrapper built for one version (the Python
+ package's ctypes mirror of `PyCoreStats`, say) checks it before it
+ reads the structures of another. The string is static.
+ */
+const char *PyCore_GetVersion(void);
+
+/*
  Give back to the arenas (and, for wholly free arenas, to the OS) the
  empty pools the calling thread's heap keeps, and recover blocks other
  threads freed into the heaps of exited threads.

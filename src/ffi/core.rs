@@ -150,6 +150,21 @@ pub extern "C" fn PyCore_GetBackendName(domain: c_int) -> *const c_char {
     }
 }
 
+/// This library's version: the `version` of the Cargo.toml it was built
+/// from, e.g. "0.1.0". A wrapper built for one version (the Python
+/// package's ctypes mirror of `PyCoreStats`, say) checks it before it
+/// reads the structures of another. The string is static.
+#[unsafe(no_mangle)]
+pub extern "C" fn PyCore_GetVersion() -> *const c_char {
+    const VERSION: &core::ffi::CStr = match core::ffi::CStr::from_bytes_with_nul(
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
+    ) {
+        Ok(version) => version,
+        Err(_) => panic!("the crate version contains a NUL byte"),
+    };
+    VERSION.as_ptr()
+}
+
 /// Give back to the arenas (and, for wholly free arenas, to the OS) the
 /// empty pools the calling thread's heap keeps, and recover blocks other
 /// threads freed into the heaps of exited threads.
