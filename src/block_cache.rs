@@ -95,10 +95,15 @@ pub fn limit_for(class: usize, budget: usize) -> u32 {
 #[repr(C)]
 pub struct BlockCache {
     head: *mut Block,
-    /// Blocks the stack may still take.
+    /// Blocks the stack may still take (0 while closed).
     room: AtomicU32,
-    limit: u32,
+    /// Most blocks the stack holds, with `CLOSED` set while the cache is
+    /// closed (see [`BlockCache::close`]). Atomic for statistics' reads.
+    limit: AtomicU32,
 }
+
+/// In `limit`: the cache is closed, empty and takes nothing.
+const CLOSED: u32 = 1 << 31;
 
 const _: () = assert!(core::mem::size_of::<BlockCache>() == 16);
 
@@ -111,7 +116,7 @@ impl BlockCache {
         BlockCache {
             head: null_mut(),
             room: AtomicU32::new(limit),
-            limit,
+            limit: AtomicU32::new(limit),
         }
     }
 
@@ -130,7 +135,11 @@ impl BlockCache {
 
     /// Blocks held (read by statistics from any thread).
     pub fn held(&self) -> usize {
-        self.limit.saturating_sub(self.room.load(Relaxed)) as usize
+        let limit = self.limit.load(Relaxed);
+        if limit & CLOSED != 0 {
+            return 0;
+        }
+        limit.saturating_sub(self.room.load(Relaxed)) as usize
     }
 
     /// Take the most recently cached block, or null.
@@ -174,11 +183,33 @@ impl BlockCache {
     }
 
     /// Empty the cache: its blocks, a null-terminated list for the pools.
+    /// A closed cache opens again.
     pub fn take_all(&mut self) -> *mut Block {
         let blocks = self.head;
         self.head = null_mut();
-        self.room.store(self.limit, Relaxed);
+        self.open();
         blocks
+    }
+
+    /// Empty the cache and take no block until [`Self::open`]: frees
+    /// go straight to their pools meanwhile. For a burst of frees that
+    /// empties pools (a teardown, a collection): the cache is emptied
+    /// once, not each time it would fill again and another pool empties.
+    pub fn close(&mut self) -> *mut Block {
+        let blocks = self.head;
+        self.head = null_mut();
+        self.room.store(0, Relaxed);
+        self.limit.store(self.limit.load(Relaxed) | CLOSED, Relaxed);
+        blocks
+    }
+
+    /// Take blocks again (up to the limit) if the cache was closed.
+    pub fn open(&mut self) {
+        let limit = self.limit.load(Relaxed) & !CLOSED;
+        self.limit.store(limit, Relaxed);
+        if self.head.is_null() {
+            self.room.store(limit, Relaxed);
+        }
     }
 }
 
@@ -244,6 +275,26 @@ mod tests {
             assert_eq!(cache.held(), 0);
             assert!(cache.pop().is_null());
             assert!(!cache.has_blocks() && !cache.is_full());
+        }
+    }
+
+    #[test]
+    fn a_closed_cache_takes_nothing_until_opened() {
+        let mut storage = [[0usize; 2]; 3];
+        let blocks: Vec<*mut Block> = storage.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
+        let mut cache = BlockCache::with_limit(2);
+        // SAFETY: the "blocks" are this test's own words, used as links.
+        unsafe {
+            assert!(cache.push(blocks[0]));
+            assert_eq!(list(cache.close()), vec![blocks[0]]);
+            assert_eq!(cache.held(), 0, "closed: holds nothing");
+            assert!(!cache.push(blocks[1]), "closed: the block goes to its pool");
+            assert!(cache.pop().is_null());
+            cache.open();
+            assert!(cache.push(blocks[1]) && cache.push(blocks[2]));
+            assert!(cache.is_full(), "open again, with its whole limit");
+            assert_eq!(cache.held(), 2);
+            assert_eq!(list(cache.take_all()), vec![blocks[2], blocks[1]]);
         }
     }
 

@@ -144,13 +144,34 @@ unsafe extern "C" fn hook_malloc_profiled(ctx: *mut c_void, size: usize) -> *mut
 }
 
 unsafe extern "C" fn hook_calloc(ctx: *mut c_void, count: usize, size: usize) -> *mut c_void {
-    if profile::enabled() {
-        let bytes = count.saturating_mul(size);
-        profile::record(profile::Event::Calloc, domain_of(ctx), bytes);
+    // The common case without a stack frame: a small request.
+    if let Some(block) = allocator::calloc_small(count, size) {
+        return block.cast();
     }
     // SAFETY: as in `hook_malloc`.
+    unsafe { hook_calloc_other(ctx, count, size) }
+}
+
+/// # Safety
+/// `ctx` is the address of this domain's entry in WRAPPED.
+#[cold]
+#[inline(never)]
+unsafe fn hook_calloc_other(ctx: *mut c_void, count: usize, size: usize) -> *mut c_void {
+    // SAFETY: guaranteed by the caller.
     let previous = unsafe { &*(ctx as *const PyMemAllocatorEx) };
     allocator::calloc_with(&Previous(previous), count, size).cast()
+}
+
+/// `hook_calloc` for tables made while the profiler is on.
+unsafe extern "C" fn hook_calloc_profiled(
+    ctx: *mut c_void,
+    count: usize,
+    size: usize,
+) -> *mut c_void {
+    let bytes = count.saturating_mul(size);
+    profile::record(profile::Event::Calloc, domain_of(ctx), bytes);
+    // SAFETY: as in `hook_malloc`.
+    unsafe { hook_calloc_other(ctx, count, size) }
 }
 
 unsafe extern "C" fn hook_realloc(
@@ -158,19 +179,33 @@ unsafe extern "C" fn hook_realloc(
     block: *mut c_void,
     size: usize,
 ) -> *mut c_void {
-    if profile::enabled() {
-        let old_size = if block.is_null() {
-            Some(0)
-        } else if allocator::owns(block.cast()) {
-            // SAFETY: a live pooled block (CPython passes live blocks).
-            Some(unsafe { crate::heap::block_usable_size(block.cast()) })
-        } else {
-            None // the wrapped allocator's: its size is not known here
-        };
-        profile::record_realloc(domain_of(ctx), old_size, size);
-    }
     // SAFETY: as in `hook_malloc`; CPython passes a live block of this
     // domain, which is ours or the wrapped allocator's.
+    unsafe {
+        if let Some(moved) = allocator::realloc_small(block.cast(), size) {
+            return moved.cast();
+        }
+        let previous = &*(ctx as *const PyMemAllocatorEx);
+        allocator::realloc_with(&Previous(previous), block.cast(), size).cast()
+    }
+}
+
+/// `hook_realloc` for tables made while the profiler is on.
+unsafe extern "C" fn hook_realloc_profiled(
+    ctx: *mut c_void,
+    block: *mut c_void,
+    size: usize,
+) -> *mut c_void {
+    let old_size = if block.is_null() {
+        Some(0)
+    } else if allocator::owns(block.cast()) {
+        // SAFETY: a live pooled block (CPython passes live blocks).
+        Some(unsafe { crate::heap::block_usable_size(block.cast()) })
+    } else {
+        None // the wrapped allocator's: its size is not known here
+    };
+    profile::record_realloc(domain_of(ctx), old_size, size);
+    // SAFETY: as in `hook_realloc`.
     unsafe {
         let previous = &*(ctx as *const PyMemAllocatorEx);
         allocator::realloc_with(&Previous(previous), block.cast(), size).cast()
@@ -280,15 +315,26 @@ fn context(domain: Domain) -> *mut c_void {
 }
 
 fn table_with_context(ctx: *mut c_void) -> PyMemAllocatorEx {
+    // The profiler is switched on at load, before any table is made, so
+    // the tables made without it need not test it on every call.
+    let profiled = profile::enabled();
     PyMemAllocatorEx {
         ctx,
-        malloc: Some(if profile::enabled() {
+        malloc: Some(if profiled {
             hook_malloc_profiled
         } else {
             hook_malloc
         }),
-        calloc: Some(hook_calloc),
-        realloc: Some(hook_realloc),
+        calloc: Some(if profiled {
+            hook_calloc_profiled
+        } else {
+            hook_calloc
+        }),
+        realloc: Some(if profiled {
+            hook_realloc_profiled
+        } else {
+            hook_realloc
+        }),
         free: Some(hook_free),
     }
 }

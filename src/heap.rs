@@ -195,6 +195,9 @@ pub fn alloc(class: usize) -> *mut u8 {
 unsafe fn pool_exhausted(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: guaranteed by the caller.
     unsafe {
+        // The class allocates from its pools again: a cache closed by a
+        // burst of frees takes blocks again (see `pool_changed_list`).
+        (*heap).cache[(*pool).class()].open();
         if !pool::carve(pool) {
             unlink(heap, pool);
             (*pool).set_state(PoolState::Full);
@@ -370,6 +373,7 @@ unsafe fn alloc_from_pools(heap: *mut Heap, class: usize) -> *mut u8 {
     let sentinel = EMPTY_POOL.as_ptr();
     // SAFETY: exclusive use of the heap and its pools (caller).
     unsafe {
+        (*heap).cache[class].open();
         loop {
             let pool = (*heap).avail[class];
             if pool != sentinel {
@@ -431,8 +435,12 @@ unsafe fn pool_changed_list(heap: *mut Heap, pool: *mut Pool) {
             // allocations of the class would be spread over them instead
             // of packed into few. Measured: the C benchmark's class sweep
             // after the churn ran at 0.57x CPython's speed with the cache
-            // kept, at 0.96x with the caches off (BENCHMARKS.md).
-            release_to_pools(heap, (*heap).cache[class].take_all());
+            // kept, at 0.96x with the caches off (BENCHMARKS.md). The
+            // cache stays closed until the class next takes blocks from
+            // its pools (`pool_exhausted`): the rest of the burst goes
+            // straight to the pools instead of filling the cache again,
+            // to be emptied again at the next pool it empties.
+            release_to_pools(heap, (*heap).cache[class].close());
         }
     }
 }
