@@ -57,7 +57,8 @@
 //!   memory freed into it.
 //!
 //! Locks are taken only when a heap needs a pool from, or gives one back
-//! to, the arenas, and when threads start and end ([`sync`]). `fork()`
+//! to, the arenas, when threads start and end, and when a domain's state
+//! changes ([`sync`]). `fork()`
 //! takes them all first, so the child never inherits a held lock.
 //!
 //! ## Modules
