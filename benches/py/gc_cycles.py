@@ -18,15 +18,22 @@ def tree(depth, parent=None):
     return node
 
 
+def size(node):
+    return 1 + sum(size(child) for child in node.children)
+
+
 def work():
+    digest = 0
     for _ in range(4):
         ring = [Node() for _ in range(40000)]
         for a, b in zip(ring, ring[1:] + ring[:1]):
             a.parent = b
         del ring
         forest = [tree(6) for _ in range(20)]
+        digest += sum(size(root) for root in forest)
         del forest
         gc.collect()
+    return digest
 
 
 run(work)
