@@ -147,26 +147,28 @@ for w in $workloads; do
 done
 [ "$differ" -eq 0 ] || die "the setups' outputs differ (above): the counts are not comparable"
 
-echo "Whole process: instructions, millions (ratio: this / stock)"
-echo
-echo "| workload | stock (millions) | pymalloc-rs runner | ratio | runner, block caches off | ratio | pymalloc-rs LD_PRELOAD | ratio |"
-echo "|---|---|---|---|---|---|---|---|"
 for w in $workloads; do
-  s=$(cat "$dir/$w.stock.count") o=$(cat "$dir/$w.ours.count") n=$(cat "$dir/$w.ours-nocache.count")
-  p=$(cat "$dir/$w.preload.count")
-  awk -v w="$w" -v s="$s" -v o="$o" -v n="$n" -v p="$p" 'BEGIN { printf "| %s | %.1f | %.1f | %.3f | %.1f | %.3f | %.1f | %.3f |\n", w, s/1e6, o/1e6, o/s, n/1e6, n/s, p/1e6, p/s }'
-done
-echo
-echo "The allocator alone: instructions inside the memory API, millions (ratio: this / stock;"
-echo "target: at most 0.55 for every workload; share: of the whole process)"
-echo
-echo "| workload | stock allocator (M) | share | runner allocator (M) | ratio | preload allocator (M) | ratio | ratio ≤ 0.55 |"
-echo "|---|---|---|---|---|---|---|---|"
-for w in $workloads; do
-  s=$(cat "$dir/$w.stock.allocator") o=$(cat "$dir/$w.ours.allocator") p=$(cat "$dir/$w.preload.allocator")
-  t=$(cat "$dir/$w.stock.count")
-  awk -v w="$w" -v s="$s" -v o="$o" -v p="$p" -v t="$t" 'BEGIN {
+  echo "$w" $(cat "$dir/$w.stock.count" "$dir/$w.ours.count" "$dir/$w.ours-nocache.count" \
+    "$dir/$w.preload.count" "$dir/$w.stock.allocator" "$dir/$w.ours.allocator" "$dir/$w.preload.allocator")
+done > "$dir/figures"
+awk '
+function cells(base, a, b, c) {
+  return sprintf("| %.1f | %.1f | %.3f | %.1f | %.3f", base / 1e6, a / 1e6, a / base, b / 1e6, b / base) \
+    (c == "" ? "" : sprintf(" | %.1f | %.3f", c / 1e6, c / base))
+}
+{ w[NR] = $1; for (i = 2; i <= 8; i++) f[NR, i] = $i }
+END {
+  print "Whole process: instructions, millions (ratio: this / stock)\n"
+  print "| workload | stock (millions) | pymalloc-rs runner | ratio | runner, block caches off | ratio | pymalloc-rs LD_PRELOAD | ratio |"
+  print "|---|---|---|---|---|---|---|---|"
+  for (r = 1; r <= NR; r++) print "| " w[r] " " cells(f[r, 2], f[r, 3], f[r, 4], f[r, 5]) " |"
+  print "\nThe allocator alone: instructions inside the memory API, millions (ratio: this / stock;"
+  print "target: at most 0.55 for every workload; share: of its whole process)\n"
+  print "| workload | stock allocator (M) | runner allocator (M) | ratio | preload allocator (M) | ratio | stock allocator share | ratio ≤ 0.55 |"
+  print "|---|---|---|---|---|---|---|---|"
+  for (r = 1; r <= NR; r++) {
+    s = f[r, 6]; o = f[r, 7]; p = f[r, 8]
     met = (o / s <= 0.55 ? "runner" : "") (o / s <= 0.55 && p / s <= 0.55 ? ", " : "") (p / s <= 0.55 ? "preload" : "")
-    printf "| %s | %.1f | %.1f %% | %.1f | %.3f | %.1f | %.3f | %s |\n", w, s/1e6, 100*s/t, o/1e6, o/s, p/1e6, p/s, met == "" ? "neither" : met
-  }'
-done
+    printf "| %s %s | %.1f %% | %s |\n", w[r], cells(s, o, p, ""), 100 * s / f[r, 2], met == "" ? "neither" : met
+  }
+}' "$dir/figures"

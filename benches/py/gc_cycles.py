@@ -18,10 +18,6 @@ def tree(depth, parent=None):
     return node
 
 
-def size(node):
-    return 1 + sum(size(child) for child in node.children)
-
-
 def work():
     digest = 0
     for _ in range(4):
@@ -30,8 +26,11 @@ def work():
             a.parent = b
         del ring
         forest = [tree(6) for _ in range(20)]
-        digest += sum(size(root) for root in forest)
-        del forest
+        leaf = forest[-1]
+        while leaf.children:
+            leaf = leaf.children[-1]
+        digest += len(forest) + leaf.payload["depth"]
+        del forest, leaf
         gc.collect()
     return digest
 
