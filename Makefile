@@ -211,7 +211,7 @@ bench-python: peers $(RUNNER)
 # allocator alone (stock, runner, LD_PRELOAD; the definition is in the
 # script). Fails if the setups print different results (the recipe does
 # not pipe into tee, which would hide a failure). Repeatable where
-# timings on a shared machine are not; about 15 minutes on 2 cores.
+# timings on a shared machine are not; about 20 minutes on 2 cores.
 bench-python-instructions: $(RUNNER)
 	sh scripts/python_instructions.sh $(PY_EXE) $(RUNNER) $(SHARED) > target/python-instructions.md
 	cat target/python-instructions.md
