@@ -230,11 +230,15 @@ bench-python: peers $(RUNNER)
 	$(PYTHON) benches/py/bench.py --python $(PY_EXE) --library $(CURDIR)/$(SHARED) --runner $(RUNNER) \
 	    --runs $(BENCH_RUNS) --out target/bench-python --plot
 
-# Whole-process instructions (callgrind) of each Python workload: stock,
-# the runner with and without block caches, and LD_PRELOAD. Repeatable where timings
-# on a shared machine are not.
+# Instructions (callgrind) of each Python workload: stock, the runner with
+# and without block caches, and LD_PRELOAD; whole process, and the
+# allocator alone (stock, runner, LD_PRELOAD; the definition is in the
+# script). Fails if the setups print different results (the recipe does
+# not pipe into tee, which would hide a failure). Repeatable where
+# timings on a shared machine are not; about 20 minutes on 2 cores.
 bench-python-instructions: $(RUNNER)
-	sh scripts/python_instructions.sh $(PY_EXE) $(RUNNER) $(SHARED) | tee target/python-instructions.md
+	sh scripts/python_instructions.sh $(PY_EXE) $(RUNNER) $(SHARED) > target/python-instructions.md
+	cat target/python-instructions.md
 	$(PYTHON) benches/py/plot.py --python-instructions target/python-instructions.md --out target/python-instructions.svg
 
 # The Rust-level fast paths (criterion): PyMalloc and PyCore_* against the
@@ -283,7 +287,8 @@ demo-c: $(SHARED)
 	    -L$(LIBDIR) -lpymalloc -lpthread -Wl,-rpath,$(CURDIR)/$(LIBDIR)
 	$(OUT)/demo
 
-# The same Python workload on the stock interpreter and on pymalloc-rs.
+# The same Python workload on the stock interpreter and on pymalloc-rs:
+# instructions (callgrind, when valgrind is there) and paired timings.
 demo-python: $(RUNNER)
 	$(PYTHON) demo/compare.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER)
 

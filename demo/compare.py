@@ -1,25 +1,109 @@
 #!/usr/bin/env python3
 """Run demo/workload.py on the stock interpreter and on pymalloc-rs
-(LD_PRELOAD and the embedding runner), interleaved, and print the median
-times and pymalloc-rs's statistics for one run.
+(LD_PRELOAD and the embedding runner), compare them two ways, and print
+pymalloc-rs's statistics for one run:
 
-Timings on a shared 2-core machine vary; the median of interleaved runs is
-what is printed, with the spread. The benchmarks (make bench-python) are
+* instructions (valgrind's callgrind, whole process, PYTHONHASHSEED=0 so
+  that dict layouts repeat): one run per setup of a smaller run of the
+  same parts (the whole workload would take minutes under valgrind);
+  repeatable to a fraction of a percent, the figure to read;
+* time: --rounds interleaved rounds (every setup once per round, in a
+  fresh order), the median of the per-round ratios to stock, with their
+  range. On a shared machine the same run varies by tens of percent.
+
+The benchmarks (make bench-python-instructions, make bench-python) are
 where speed is measured properly.
 """
 import argparse
+import concurrent.futures
 import os
+import random
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "workload.py")
+# The workload's parts, smaller (about a third of its instructions).
+SMALL_WORKLOAD = (f"import sys; sys.path.insert(0, {HERE!r}); import workload as w; "
+                  "w.containers(1); w.strings(); w.json_round_trips(); "
+                  "w.Scheduler(500).run(50000); w.cycles(20000)")
 
 
-def clean_env():
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("PYMALLOC", "PYTHONMALLOC", "LD_PRELOAD"))}
+def setups(opts):
+    """name -> (command, extra environment). Add a setup here; stock comes
+    first: it is the baseline."""
+    library = os.path.abspath(opts.library)
+    return {
+        "stock python3 (CPython's pymalloc)": ([opts.python], {}),
+        "LD_PRELOAD=libpymalloc.so python3": ([opts.python], {"LD_PRELOAD": library}),
+        "pymalloc-python (embedded)": ([os.path.abspath(opts.runner)], {}),
+    }
+
+
+def environment(extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYMALLOC", "PYTHONMALLOC", "LD_PRELOAD"))}
+    env.update(extra)
+    return env
+
+
+def instructions(command, extra, out_file):
+    """Whole-process instructions of the smaller workload under callgrind."""
+    env = environment(extra)
+    env["PYTHONHASHSEED"] = "0"
+    run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
+                         + command + ["-c", SMALL_WORKLOAD],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if run.returncode != 0:
+        sys.exit(f"compare.py: {' '.join(command)} under callgrind failed:\n{run.stderr}")
+    with open(out_file) as f:
+        for line in f:
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+    sys.exit(f"compare.py: no summary line in {out_file}")
+
+
+def show_instructions(names_commands):
+    if shutil.which("valgrind") is None:
+        print("Instructions: valgrind is missing, skipped (Debian: apt-get install valgrind).\n")
+        return
+    print("Instructions (callgrind, whole process, a smaller run of the same parts; "
+          "this / stock, below 1 is fewer):", flush=True)
+    with tempfile.TemporaryDirectory() as directory, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=len(names_commands)) as pool:
+        futures = {name: pool.submit(instructions, command, extra, os.path.join(directory, f"{i}.out"))
+                   for i, (name, (command, extra)) in enumerate(names_commands.items())}
+        counts = {name: future.result() for name, future in futures.items()}
+    stock = counts[next(iter(counts))]
+    for name, count in counts.items():
+        print(f"  {name:38} {count / 1e6:8.1f} M  {count / stock:.3f}")
+    print()
+
+
+def show_times(names_commands, rounds):
+    names = list(names_commands)
+    times = {name: [] for name in names}
+    shuffle = random.Random(1)
+    for _ in range(rounds):
+        order = names[:]
+        shuffle.shuffle(order)
+        for name in order:
+            command, extra = names_commands[name]
+            out = subprocess.run(command + [WORKLOAD], env=environment(extra), check=True,
+                                 capture_output=True, text=True).stdout
+            times[name].append(float(out.strip()))
+    stock = times[names[0]]
+    print(f"Time ({rounds} interleaved rounds; per round this / stock, below 1 is faster: "
+          "median and range):")
+    for name in names:
+        ratios = [mine / base for mine, base in zip(times[name], stock)]
+        print(f"  {name:38} median {statistics.median(times[name]):6.3f} s  "
+              f"{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})")
+    print("Timings on a shared machine vary from run to run (see the ranges); "
+          "the instruction ratio is the stable figure.")
 
 
 def main():
@@ -27,32 +111,19 @@ def main():
     parser.add_argument("--python", required=True)
     parser.add_argument("--library", required=True)
     parser.add_argument("--runner", required=True)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
     opts = parser.parse_args()
-    library = os.path.abspath(opts.library)
-    setups = {
-        "stock python3 (CPython's pymalloc)": ([opts.python], {}),
-        "LD_PRELOAD=libpymalloc.so python3": ([opts.python], {"LD_PRELOAD": library}),
-        "pymalloc-python (embedded)": ([os.path.abspath(opts.runner)], {}),
-    }
-    times = {name: [] for name in setups}
-    for _ in range(opts.rounds):
-        for name, (command, extra) in setups.items():
-            env = clean_env()
-            env.update(extra)
-            out = subprocess.run(command + [WORKLOAD], env=env, check=True,
-                                 capture_output=True, text=True).stdout
-            times[name].append(float(out.strip()))
-    print(f"Python workload (demo/workload.py), {opts.rounds} interleaved runs each:")
-    stock = statistics.median(times[next(iter(setups))])
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"  {name:38} median {median:6.3f} s  (min {min(values):.3f}, max {max(values):.3f})"
-              f"  {stock / median:5.2f}x stock speed")
+    # The interpreter itself, not a wrapper script (a pyenv shim): valgrind
+    # would count the shell's instructions.
+    opts.python = subprocess.run([opts.python, "-c", "import sys; print(sys.executable)"],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+    names_commands = setups(opts)
+    print(f"Python workload (demo/workload.py) on {len(names_commands)} setups.\n")
+    show_instructions(names_commands)
+    show_times(names_commands, opts.rounds)
     print("\npymalloc-rs statistics at the end of one run (PYMALLOC_STATS=1):")
     sys.stdout.flush()
-    env = clean_env()
-    env["PYMALLOC_STATS"] = "1"
+    env = environment({"PYMALLOC_STATS": "1"})
     subprocess.run([os.path.abspath(opts.runner), WORKLOAD], env=env, check=True,
                    stdout=subprocess.DEVNULL)
 

@@ -21,7 +21,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WORKLOADS = ["containers", "json_roundtrip", "strings", "richards", "gc_cycles", "peak"]
+WORKLOADS = ["containers", "json_roundtrip", "strings", "richards", "gc_cycles", "peak",
+             "mem_calloc", "mixed_sizes"]
 PEERS = {
     "mimalloc": "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2",
     "jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",

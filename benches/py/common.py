@@ -13,12 +13,15 @@ def rss_kib():
 
 
 def run(work, settle=None):
-    """Time `work()`; then collect garbage and report the resident set.
+    """Time `work()` and print what it returns (a digest of its results:
+    the same under every allocator, which scripts/python_instructions.sh
+    checks); then collect garbage and report the resident set.
     `settle()` (for the peak workload) runs after the first reading: the
     program going on with ordinary work after its peak."""
     start = time.perf_counter()
-    work()
+    digest = work()
     seconds = time.perf_counter() - start
+    print(f"result: {digest}")
     gc.collect()
     result = {"seconds": seconds, "rss_after_kib": rss_kib()}
     if settle is not None:

@@ -19,14 +19,20 @@ def tree(depth, parent=None):
 
 
 def work():
+    digest = 0
     for _ in range(4):
         ring = [Node() for _ in range(40000)]
         for a, b in zip(ring, ring[1:] + ring[:1]):
             a.parent = b
         del ring
         forest = [tree(6) for _ in range(20)]
-        del forest
+        leaf = forest[-1]
+        while leaf.children:
+            leaf = leaf.children[-1]
+        digest += len(forest) + leaf.payload["depth"]
+        del forest, leaf
         gc.collect()
+    return digest
 
 
 run(work)

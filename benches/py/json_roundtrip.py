@@ -10,6 +10,7 @@ def work():
                for i in range(20000)]
     for _ in range(5):
         records = json.loads(json.dumps(records))
+    return len(records) + records[-1]["address"]["zip"]
 
 
 run(work)

@@ -9,7 +9,9 @@ from common import run
 
 def work():
     peak = [(i, str(i), [i], {"k": i}) for i in range(600000)]
+    digest = len(peak) + peak[-1][3]["k"]
     del peak
+    return digest
 
 
 def settle():

@@ -9,8 +9,10 @@
   --instructions FILE    make bench-instructions' table (allocators by
                          workload, instructions per operation) -> --out
   --python-instructions FILE
-                         make bench-python-instructions' table -> --out
-                         (runner / stock instructions per workload)
+                         make bench-python-instructions' tables -> --out
+                         (instructions / stock's per workload and setup:
+                         the whole process, and the allocator alone with
+                         its 0.55 target)
 
 matplotlib comes from PyPI into target/bench-venv when this interpreter
 lacks it; the script then runs again under that venv.
@@ -109,21 +111,28 @@ def c_chart(table_path, out_path):
     print(f"wrote {out_path}")
 
 
-def read_table(path):
-    """A markdown table: its header cells and its rows of cells."""
-    header, rows = None, []
+def read_tables(path):
+    """The markdown tables of a file: (header cells, rows of cells) each."""
+    tables, header, rows = [], None, []
     with open(path) as f:
         for line in f:
-            if not line.startswith("|") or line.startswith("|---"):
+            if not line.startswith("|"):
+                if header is not None:
+                    tables.append((header, rows))
+                header, rows = None, []
+                continue
+            if line.startswith("|---"):
                 continue
             cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
             if header is None:
                 header = cells
             else:
                 rows.append(cells)
-    if header is None:
+    if header is not None:
+        tables.append((header, rows))
+    if not tables:
         sys.exit(f"plot.py: no table in {path}")
-    return header, rows
+    return tables
 
 
 def number(cell):
@@ -137,7 +146,7 @@ def instructions_chart(table_path, out_path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    header, rows = read_table(table_path)
+    header, rows = read_tables(table_path)[0]
     workloads = header[1:]
     values = {row[0]: [number(cell) for cell in row[1:]] for row in rows}
     fig, ax = plt.subplots(figsize=(12, 5.5))
@@ -153,18 +162,24 @@ def python_instructions_chart(table_path, out_path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    header, rows = read_table(table_path)
-    workloads = [row[0] for row in rows]
-    ratio_columns = [i for i, name in enumerate(header) if name == "ratio"]
-    series = {header[i - 1]: [number(row[i]) for row in rows] for i in ratio_columns}
-    fig, ax = plt.subplots(figsize=(11, 5))
-    bars(ax, workloads, list(series), series, "instructions relative to stock CPython (lower is better)")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    low = min(min(v) for v in series.values())
-    high = max(max(v) for v in series.values())
-    ax.set_ylim(min(0.95, low - 0.01), max(1.05, high + 0.01))
-    ax.set_title("Python workloads, whole-process instructions (callgrind, make bench-python-instructions)")
-    ax.legend(fontsize=8)
+    tables = read_tables(table_path)
+    titles = ["whole process", "the allocator alone (target: 0.55 of stock)"]
+    fig, axes = plt.subplots(len(tables), 1, figsize=(11, 5 * len(tables)), squeeze=False)
+    for ax, (header, rows), title in zip(axes[:, 0], tables, titles):
+        workloads = [row[0] for row in rows]
+        # Each "ratio" column follows the column of the setup it is for.
+        series = {header[i - 1]: [number(row[i]) for row in rows]
+                  for i, name in enumerate(header) if name == "ratio"}
+        bars(ax, workloads, list(series), series, "instructions relative to stock CPython (lower is better)")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        low = min(min(v) for v in series.values())
+        high = max(max(v) for v in series.values())
+        if title.startswith("the allocator"):
+            ax.axhline(0.55, color="green", linestyle="--", linewidth=1, label="target")
+            low = min(low, 0.5)
+        ax.set_ylim(min(0.95, low - 0.01), max(1.05, high + 0.01))
+        ax.set_title(f"Python workloads, {title}: instructions (callgrind, make bench-python-instructions)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_path)
     print(f"wrote {out_path}")

@@ -67,8 +67,7 @@ class Scheduler:
 
 
 def work():
-    for _ in range(3):
-        Scheduler(workers=20, devices=6).run(25000)
+    return sum(Scheduler(workers=20, devices=6).run(25000) for _ in range(3))
 
 
 run(work)
