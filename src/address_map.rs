@@ -15,7 +15,7 @@
 //! outside it (see [`is_ours`]).
 
 use core::ptr::{null_mut, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use crate::arena::Arena;
 use crate::config::{ADDRESS_BITS, ARENA_SHIFT};
@@ -74,8 +74,21 @@ pub fn contains(address: usize) -> bool {
 /// space where no arena lives now answers true (use [`contains`]).
 #[inline]
 pub fn is_ours(address: usize) -> bool {
-    crate::arena_space::contains(address) || contains(address)
+    crate::arena_space::contains(address) || in_arena_outside_space(address)
 }
+
+/// Whether `address`, outside the arena space, is in one of our arenas
+/// mapped on their own. Exact for any value outside the space.
+#[inline]
+pub fn in_arena_outside_space(address: usize) -> bool {
+    ARENAS_OUTSIDE_SPACE.load(Ordering::Acquire) && contains(address)
+}
+
+/// Whether an arena was ever mapped outside the arena space (on its own):
+/// until then, an address outside the space is not ours, and `is_ours`
+/// answers with the space's one compare, without walking the tree. The
+/// free and realloc of every block above the threshold (libc's) ask it.
+static ARENAS_OUTSIDE_SPACE: AtomicBool = AtomicBool::new(false);
 
 /// Why an arena could not be recorded.
 #[derive(Debug, PartialEq, Eq)]
@@ -104,6 +117,11 @@ pub fn insert(base: usize, arena: NonNull<Arena>) -> Result<(), InsertError> {
     }
     // SAFETY: `leaf` is a live leaf (just mapped, or published earlier).
     unsafe { (*leaf).slots[leaf_index].store(arena.as_ptr(), Ordering::Release) };
+    if !crate::arena_space::contains(base) {
+        // Before any block of the arena is handed out, so before any free
+        // or realloc of one could ask `is_ours`.
+        ARENAS_OUTSIDE_SPACE.store(true, Ordering::Release);
+    }
     Ok(())
 }
 

@@ -116,38 +116,6 @@ pub fn calloc_small(count: usize, size: usize) -> Option<*mut u8> {
     Some(block)
 }
 
-/// `realloc` when the pools alone can serve it: `block` is null or in the
-/// arena space and `size` is a small request (or still fits the block).
-/// `None` when a fallback allocator would be involved (a foreign block, a
-/// block outside the span, a size above the threshold or zero), so that
-/// the caller can take the path that knows which fallback applies.
-///
-/// # Safety
-/// `block` is null or a live block of this allocator or of a fallback.
-#[inline]
-pub unsafe fn realloc_small(block: *mut u8, size: usize) -> Option<*mut u8> {
-    if block.is_null() {
-        return malloc_small(size);
-    }
-    if !arena_space::contains(block as usize) {
-        return None;
-    }
-    // SAFETY: a live block (caller) of the span: one of ours.
-    let capacity = unsafe { heap::block_usable_size(block) };
-    if size <= capacity && size * 4 > capacity * 3 {
-        return Some(block);
-    }
-    let moved = malloc_small(size)?;
-    if !moved.is_null() {
-        // SAFETY: both blocks are live and distinct; `min` bytes fit both.
-        unsafe {
-            ptr::copy_nonoverlapping(block, moved, size.min(capacity));
-            heap::free(block);
-        }
-    }
-    Some(moved)
-}
-
 #[cold]
 #[inline(never)]
 fn malloc_unpooled_size<F: Fallback>(fallback: &F, size: usize) -> *mut u8 {
@@ -197,7 +165,7 @@ pub unsafe fn free_with<F: Fallback>(fallback: &F, block: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe fn free_outside_space<F: Fallback>(fallback: F, block: *mut u8) {
-    if address_map::contains(block as usize) {
+    if address_map::in_arena_outside_space(block as usize) {
         // SAFETY: the address map says the live block is in one of our arenas.
         unsafe { heap::free(block) }
     } else if !block.is_null() {
@@ -335,28 +303,6 @@ mod tests {
         assert_eq!(calloc_small(usize::MAX, 2), None, "overflow");
         assert_eq!(calloc_small(0, 8), None, "zero bytes: the exact path");
         assert_eq!(calloc_small(2, SMALL_REQUEST_THRESHOLD), None, "large");
-    }
-
-    #[test]
-    fn small_realloc_stays_in_the_pools_or_declines() {
-        let t = SMALL_REQUEST_THRESHOLD;
-        // SAFETY: every access stays inside the blocks' current sizes.
-        unsafe {
-            let block = realloc_small(ptr::null_mut(), 24).expect("null: a new block");
-            for i in 0..24 {
-                *block.add(i) = i as u8;
-            }
-            let grown = realloc_small(block, 200).expect("still small");
-            assert!(owns(grown));
-            assert!((0..24).all(|i| *grown.add(i) == i as u8), "content moved");
-            assert_eq!(realloc_small(grown, 190), Some(grown), "fits: kept");
-            assert_eq!(realloc_small(grown, t + 1), None, "large: declined");
-            assert_eq!(realloc_small(grown, 0), None, "zero: declined");
-            free(grown);
-            let foreign = libc::malloc(32).cast::<u8>();
-            assert_eq!(realloc_small(foreign, 16), None, "libc's block: declined");
-            free(foreign);
-        }
     }
 
     #[test]

@@ -182,9 +182,6 @@ unsafe extern "C" fn hook_realloc(
     // SAFETY: as in `hook_malloc`; CPython passes a live block of this
     // domain, which is ours or the wrapped allocator's.
     unsafe {
-        if let Some(moved) = allocator::realloc_small(block.cast(), size) {
-            return moved.cast();
-        }
         let previous = &*(ctx as *const PyMemAllocatorEx);
         allocator::realloc_with(&Previous(previous), block.cast(), size).cast()
     }

@@ -224,25 +224,11 @@ fn plain_calloc_other(count: usize, size: usize) -> *mut c_void {
 /// # Safety
 /// `block` is null or a live block of the domain.
 unsafe extern "C" fn plain_realloc(block: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: guaranteed by the caller; a plain domain's blocks carry no
-    // header.
-    unsafe {
-        match allocator::realloc_small(block.cast(), size) {
-            Some(moved) => moved.cast(),
-            None => plain_realloc_other(block, size),
-        }
-    }
-}
-
-/// # Safety
-/// As for `plain_realloc`.
-#[cold]
-#[inline(never)]
-unsafe fn plain_realloc_other(block: *mut c_void, size: usize) -> *mut c_void {
     if !size_ok(size) {
         return core::ptr::null_mut();
     }
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: guaranteed by the caller; a plain domain's blocks carry no
+    // header.
     unsafe { allocator::realloc(block.cast(), size).cast() }
 }
 
