@@ -191,7 +191,7 @@ peers:
 
 $(OUT)/bench: benches/c/bench.c
 	@mkdir -p $(OUT)
-	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $< -ldl -lpthread
+	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $< -ldl -lpthread -lm
 
 # The C benchmark: every allocator side by side in one run (see BENCHMARKS.md).
 bench: peers $(SHARED) $(OUT)/bench

@@ -27,6 +27,7 @@
  * between one round's teardown and the next round's build). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -418,6 +419,15 @@ static double median_of(double *values, int count)
     return values[count / 2];
 }
 
+/* ns per operation over a child's rounds (each round does as many). */
+static double mean_of(const double rounds[BURST_ROUNDS])
+{
+    double sum = 0;
+    for (int k = 0; k < BURST_ROUNDS; k++)
+        sum += rounds[k];
+    return sum / BURST_ROUNDS;
+}
+
 static void burst_row(const char *label, double medians[NSPECS], const int *measured)
 {
     printf("| %s |", label);
@@ -471,10 +481,8 @@ static int burst(char **argv, int runs, const char *gaps_text, const char *only_
             if (!measured[i])
                 continue;
             for (int run = 0; run < runs; run++) {
-                double *rounds = times[i][g][run], sum = 0, later[BURST_ROUNDS - 1];
-                for (int k = 0; k < BURST_ROUNDS; k++)
-                    sum += rounds[k];
-                a[run] = sum / BURST_ROUNDS;
+                double *rounds = times[i][g][run], later[BURST_ROUNDS - 1];
+                a[run] = mean_of(rounds);
                 f[run] = rounds[0];
                 memcpy(later, rounds + 1, sizeof later);
                 r[run] = median_of(later, BURST_ROUNDS - 1);
@@ -490,6 +498,23 @@ static int burst(char **argv, int runs, const char *gaps_text, const char *only_
         burst_row(label, all, measured);
         burst_row("  round 1 (cold)", first, measured);
         burst_row("  rounds 2-10 (median)", rest, measured);
+        if (measured[MIMALLOC] && measured[TCMALLOC]) {
+            /* The runs of one round of the loop above are close in time:
+             * a ratio within a run cancels the machine's drift between
+             * runs, which the medians above keep. */
+            printf("|   paired: best of mimalloc and tcmalloc / this, median of the runs' ratios |");
+            for (int i = 0; i < NSPECS; i++) {
+                double ratios[MAXBURSTRUNS];
+                if (!measured[i])
+                    continue;
+                for (int run = 0; run < runs; run++) {
+                    double best = fmin(mean_of(times[MIMALLOC][g][run]), mean_of(times[TCMALLOC][g][run]));
+                    ratios[run] = best / mean_of(times[i][g][run]);
+                }
+                printf(" %.2fx |", median_of(ratios, runs));
+            }
+            printf("\n");
+        }
     }
     return 0;
 }
