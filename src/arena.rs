@@ -448,18 +448,27 @@ impl Arenas {
     /// Lengthen the decay before a pass that would give back arenas the
     /// program is coming back for. Passes come every quarter of the decay
     /// time while the program takes or gives back pools; the youngest
-    /// wholly free arena having outlived the decay time says that none ran
-    /// since it expired: the program left its pools alone for a while. Now
-    /// it is back, and most often to do again what it did before (rebuild
-    /// the structure it freed): the reuse that [`Arenas::judge_release`]
-    /// lengthens the decay for, seen before the arenas are lost rather than
-    /// after. Taken when a pool is wanted (`pool_wanted`: only wholly free
-    /// arenas have one) once the decay time is past, otherwise once the
-    /// pass is late by half of it, and only while doubling the decay still
-    /// keeps the arena; if the program wants none of them after all, the
-    /// release at the doubled time halves it again.
+    /// wholly free arena (the head of its bucket) having outlived the decay
+    /// time says that none ran since it expired: the program left its
+    /// pools alone for a while. Now it is back, and most often to do again
+    /// what it did before (rebuild the structure it freed): the reuse that
+    /// [`Arenas::judge_release`] lengthens the decay for, seen before the
+    /// arenas are lost rather than after. Taken when a pool is wanted
+    /// (`pool_wanted`: only wholly free arenas have one) once the decay
+    /// time is past, otherwise once the pass is late by half of it, and
+    /// only while the youngest arena is within twice the decay time (a
+    /// longer pause says nothing about what comes next).
+    ///
+    /// The decay becomes twice the age of the oldest free arena, at least
+    /// twice what it was: the arenas freed early in a long teardown are
+    /// older than the last by the teardown's length, and the rebuild takes
+    /// the youngest first, so a decay that only kept the youngest would
+    /// lose the others to the next pass. The oldest went free before the
+    /// pause began, while passes still ran, so its age is bounded: about
+    /// the decay time plus the pause. If the program wants none of them
+    /// after all, their release and the verdict on it halve the decay.
     fn keep_for_a_return(&mut self, now: u64, pool_wanted: bool) {
-        let arena = self.buckets[BLOCK_POOLS_PER_ARENA];
+        let mut arena = self.buckets[BLOCK_POOLS_PER_ARENA];
         let decay = self.decay_in_force();
         if arena.is_null() || decay == 0 {
             return;
@@ -470,10 +479,19 @@ impl Arenas {
             decay + decay / 2
         };
         // SAFETY: the head of the wholly free bucket is a live record.
-        let age = now.saturating_sub(unsafe { (*arena).free_since_ms });
-        if age >= late && age <= decay.saturating_mul(2) {
-            self.adapted_decay_ms = decay.saturating_mul(2).min(MAX_DECAY_MS);
+        let youngest = now.saturating_sub(unsafe { (*arena).free_since_ms });
+        if youngest < late || youngest > decay.saturating_mul(2) {
+            return;
         }
+        let mut oldest = youngest;
+        while !arena.is_null() {
+            // SAFETY: records on the bucket list are live, under the lock.
+            unsafe {
+                oldest = oldest.max(now.saturating_sub((*arena).free_since_ms));
+                arena = (*arena).next;
+            }
+        }
+        self.adapted_decay_ms = oldest.max(decay).saturating_mul(2).min(MAX_DECAY_MS);
     }
 
     /// The verdict on the last release of decayed arenas, at `now`: a new
@@ -980,6 +998,8 @@ mod tests {
         let mut arenas = ARENAS.lock();
         set_decay_ms(20);
         arenas.forget_reuse();
+        // Only this test's arenas are free, so that their ages are known.
+        arenas.release_free_arenas();
         // Passes are given made-up times after the arenas became free, so
         // that a slow machine cannot change what the test sees.
         // On time (a pass a quarter of the decay after it expired): the
@@ -993,20 +1013,23 @@ mod tests {
         let on_time_decay = arenas.decay_in_force();
         arenas.forget_reuse();
         // Late by more than half the decay (no pass ran: the program left
-        // its pools alone), within twice the decay: kept, decay doubled.
+        // its pools alone), within twice the decay: kept, and the decay is
+        // twice the oldest arena's age (35 ms, or a few more if emptying
+        // them crossed a tick of the clock).
         arenas.next_decay_pass_ms = 0;
         fill_and_empty_three_arenas(&mut arenas);
         let emptied = os::now_ms();
         arenas.release_decayed(emptied + 35);
         let late = arenas.counters;
         let late_decay = arenas.decay_in_force();
-        // Not wanted after all: they go at the doubled time, and the next
-        // pass after one more decay time halves it back.
+        // Not wanted after all: they go once that decay is past, and the
+        // next pass after one more decay time halves it.
+        let released_at = emptied + late_decay + 10;
         arenas.next_decay_pass_ms = 0;
-        arenas.release_decayed(emptied + 85);
+        arenas.release_decayed(released_at);
         let expired = arenas.counters;
         arenas.next_decay_pass_ms = 0;
-        arenas.release_decayed(emptied + 130);
+        arenas.release_decayed(released_at + late_decay + 1);
         let idle_decay = arenas.decay_in_force();
         set_decay_ms(DEFAULT_DECAY_MS);
         arenas.forget_reuse();
@@ -1019,12 +1042,12 @@ mod tests {
             late.reclaimed, on_time.reclaimed,
             "given back after a pause"
         );
-        assert_eq!(late_decay, 40);
+        assert!((70..=90).contains(&late_decay), "{late_decay}");
         assert!(
             expired.reclaimed >= late.reclaimed + 2,
             "{late:?} {expired:?}"
         );
-        assert_eq!(idle_decay, 20);
+        assert_eq!(idle_decay, late_decay / 2);
     }
 
     #[test]
