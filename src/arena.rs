@@ -22,11 +22,16 @@
 //! when a decay pass gave arenas back and a new arena is wanted within one
 //! decay time after (keeping them twice as long would have served it), the
 //! decay doubles, up to `MAX_DECAY_MS`; when the arenas given back are not
-//! wanted again within that time, it halves, down to the base. A program
-//! that rebuilds a large structure every 50 ms pays the page faults once
-//! rather than every round, and one whose peak has passed still gets its
-//! memory back within a second (jemalloc and mimalloc keep freed memory
-//! for a fixed delay; the adaptation is ours). The verdicts are in wall
+//! wanted again within that time, it halves, down to the base. A pass that
+//! finds free arenas past their time because the program left its pools
+//! alone for a while (no pass ran) takes the program's return for that
+//! reuse and lengthens the decay before it gives them back
+//! (`Arenas::keep_for_a_return`). A program that rebuilds a large
+//! structure every 50 ms pays the page faults once rather than every
+//! round, and one whose peak has passed still gets its memory back within
+//! about a second (jemalloc purges along a fixed decay curve,
+//! `dirty_decay_ms`, and mimalloc after a fixed delay; neither lengthens
+//! it for reuse). The verdicts are in wall
 //! time, like the decay itself: a count of arena operations would not
 //! advance while a program works without taking or giving back pools, and
 //! the memory of its freed peak would stay for good.
@@ -762,12 +767,23 @@ mod tests {
     /// that they do not change it under each other.
     static DECAY_SETTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// Taken by a test before it changes the decay time.
+    fn decay_setting() -> std::sync::MutexGuard<'static, ()> {
+        DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     impl Arenas {
         /// Forget what reuse taught the decay: tests that time the decay
         /// start from the base (other tests' pools may have adapted it).
         fn forget_reuse(&mut self) {
             self.adapted_decay_ms = 0;
             self.released_at_ms = u64::MAX;
+        }
+
+        /// Set the base decay time, with nothing learnt from reuse.
+        fn decay_from_base(&mut self, ms: u64) {
+            set_decay_ms(ms);
+            self.forget_reuse();
         }
     }
 
@@ -814,13 +830,12 @@ mod tests {
 
     #[test]
     fn wholly_free_arenas_are_unmapped_after_the_decay_time() {
-        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = decay_setting();
         let mut arenas = ARENAS.lock();
 
         // Decay 0: returned at once, as CPython does, however much reuse
         // lengthened the decay before.
-        set_decay_ms(0);
-        arenas.forget_reuse();
+        arenas.decay_from_base(0);
         arenas.adapted_decay_ms = MAX_DECAY_MS;
         assert_eq!(arenas.decay_in_force(), 0);
         let before = arenas.counters;
@@ -836,8 +851,7 @@ mod tests {
         // With a decay time they stay mapped (a long one here, so that a
         // slow machine cannot reach it during the fill), and go at the first
         // arena operation after it.
-        set_decay_ms(60_000);
-        arenas.forget_reuse();
+        arenas.decay_from_base(60_000);
         let before = arenas.counters;
         fill_and_empty_three_arenas(&mut arenas);
         let kept = arenas.counters;
@@ -866,16 +880,14 @@ mod tests {
         fill_and_empty_three_arenas(&mut arenas);
         arenas.release_free_arenas();
         assert_eq!(arenas.free_arenas_kept(), 0);
-        set_decay_ms(DEFAULT_DECAY_MS);
-        arenas.forget_reuse();
+        arenas.decay_from_base(DEFAULT_DECAY_MS);
     }
 
     #[test]
     fn free_pools_of_arenas_in_use_are_purged_after_the_decay_time() {
-        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = decay_setting();
         let mut arenas = ARENAS.lock();
-        set_decay_ms(60_000);
-        arenas.forget_reuse();
+        arenas.decay_from_base(60_000);
         let pools: Vec<_> = (0..BLOCK_POOLS_PER_ARENA)
             .map(|_| arenas.take_pool().unwrap().as_ptr())
             .collect();
@@ -925,17 +937,15 @@ mod tests {
             arenas.give_back_pool(reused);
             arenas.give_back_pool(kept);
         }
-        set_decay_ms(DEFAULT_DECAY_MS);
-        arenas.forget_reuse();
+        arenas.decay_from_base(DEFAULT_DECAY_MS);
     }
 
     #[test]
     fn heaps_run_a_due_decay_pass_without_an_arena_operation() {
-        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = decay_setting();
         let before = {
             let mut arenas = ARENAS.lock();
-            set_decay_ms(20);
-            arenas.forget_reuse();
+            arenas.decay_from_base(20);
             arenas.next_decay_pass_ms = 0;
             fill_and_empty_three_arenas(&mut arenas);
             arenas.counters
@@ -955,17 +965,15 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        set_decay_ms(DEFAULT_DECAY_MS);
-        ARENAS.lock().forget_reuse();
+        ARENAS.lock().decay_from_base(DEFAULT_DECAY_MS);
         assert!(reclaimed >= before.reclaimed + 2, "{before:?} {reclaimed}");
     }
 
     #[test]
     fn a_new_arena_wanted_right_after_a_release_lengthens_the_decay() {
-        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = decay_setting();
         let mut arenas = ARENAS.lock();
-        set_decay_ms(20);
-        arenas.forget_reuse();
+        arenas.decay_from_base(20);
         arenas.next_decay_pass_ms = 0;
         fill_and_empty_three_arenas(&mut arenas);
         assert_eq!(arenas.decay_in_force(), 20, "no reuse seen yet");
@@ -987,17 +995,15 @@ mod tests {
             // SAFETY: taken above, never used.
             unsafe { arenas.give_back_pool(pool) };
         }
-        set_decay_ms(DEFAULT_DECAY_MS);
-        arenas.forget_reuse();
+        arenas.decay_from_base(DEFAULT_DECAY_MS);
         assert_eq!(lengthened, 40, "a decay twice as long would have served");
     }
 
     #[test]
     fn a_pass_after_a_pause_keeps_the_arenas_for_a_program_coming_back() {
-        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = decay_setting();
         let mut arenas = ARENAS.lock();
-        set_decay_ms(20);
-        arenas.forget_reuse();
+        arenas.decay_from_base(20);
         // Only this test's arenas are free, so that their ages are known.
         arenas.release_free_arenas();
         // Passes are given made-up times after the arenas became free, so
@@ -1031,8 +1037,7 @@ mod tests {
         arenas.next_decay_pass_ms = 0;
         arenas.release_decayed(released_at + late_decay + 1);
         let idle_decay = arenas.decay_in_force();
-        set_decay_ms(DEFAULT_DECAY_MS);
-        arenas.forget_reuse();
+        arenas.decay_from_base(DEFAULT_DECAY_MS);
         assert!(
             on_time.reclaimed >= before.reclaimed + 2,
             "{before:?} {on_time:?}"
@@ -1052,10 +1057,9 @@ mod tests {
 
     #[test]
     fn reuse_lengthens_the_decay_up_to_a_second_and_idleness_shortens_it_to_the_base() {
-        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = decay_setting();
         let mut arenas = ARENAS.lock();
-        set_decay_ms(30);
-        arenas.forget_reuse();
+        arenas.decay_from_base(30);
         // Releases each followed by a new arena 5 ms later (times made up:
         // the verdicts only compare them).
         let mut now = 1_000_000;
@@ -1085,8 +1089,7 @@ mod tests {
             arenas.judge_release(now + window + 1, false);
             shortened.push(arenas.decay_in_force());
         }
-        set_decay_ms(DEFAULT_DECAY_MS);
-        arenas.forget_reuse();
+        arenas.decay_from_base(DEFAULT_DECAY_MS);
         assert_eq!(lengthened, [60, 120, 240, 480, 960, 1000, 1000]);
         assert_eq!(late, 500);
         assert_eq!(shortened, [250, 125, 62, 31, 30, 30]);

@@ -359,6 +359,21 @@ static allocator make_allocator(const allocator_spec *spec, char **argv)
     return a;
 }
 
+/* Run `command` (this program again, as a child) and read the `count`
+ * numbers it prints; 0 when it fails. */
+static int read_child(const char *command, double *values, size_t count)
+{
+    FILE *child = popen(command, "r");
+    if (!child)
+        return 0;
+    for (size_t i = 0; i < count; i++)
+        if (fscanf(child, "%lf", &values[i]) != 1) {
+            pclose(child);
+            return 0;
+        }
+    return pclose(child) == 0;
+}
+
 /* Run this program again with `library` preloaded, measuring only the
  * system allocator, and read its medians (one line per workload). */
 static int preloaded_column(const char *self, char **argv, int argc, const char *name, const char *library,
@@ -366,19 +381,10 @@ static int preloaded_column(const char *self, char **argv, int argc, const char 
 {
     char command[4096];
     size_t used = (size_t)snprintf(command, sizeof command, "LD_PRELOAD=%s '%s'", library, self);
-    FILE *child;
     for (int i = 1; i < argc; i++)
         used += (size_t)snprintf(command + used, sizeof command - used, " '%s'", argv[i]);
     snprintf(command + used, sizeof command - used, " --system-only '%s'", name);
-    child = popen(command, "r");
-    if (!child)
-        return 0;
-    for (size_t w = 0; w < NWORK; w++)
-        if (fscanf(child, "%lf", &medians[w]) != 1) {
-            pclose(child);
-            return 0;
-        }
-    return pclose(child) == 0;
+    return read_child(command, medians, NWORK);
 }
 
 static int compare_double(const void *x, const void *y)
@@ -397,20 +403,11 @@ enum { BURST_ROUNDS = 10, MAXGAPS = 8, MAXBURSTRUNS = 64 };
 static int burst_run(const char *self, char **argv, int index, double gap_ms, double *rounds)
 {
     char command[4096];
-    FILE *child;
     const allocator_spec *spec = &specs[index];
     snprintf(command, sizeof command, "%s%s%s'%s' '%s' '%s' --scale %g --burst-child %d %g",
              spec->preload ? "LD_PRELOAD=" : "", spec->preload ? spec->library : "", spec->preload ? " " : "",
              self, argv[1], argv[2], scale, index, gap_ms);
-    child = popen(command, "r");
-    if (!child)
-        return 0;
-    for (int r = 0; r < BURST_ROUNDS; r++)
-        if (fscanf(child, "%lf", &rounds[r]) != 1) {
-            pclose(child);
-            return 0;
-        }
-    return pclose(child) == 0;
+    return read_child(command, rounds, BURST_ROUNDS);
 }
 
 static double median_of(double *values, int count)
