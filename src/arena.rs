@@ -239,9 +239,7 @@ impl Arenas {
         if self.free_arenas > 0 || !self.dirty.is_null() {
             let now = os::now_ms();
             if self.free_arenas > 0 {
-                let arena = self.buckets[BLOCK_POOLS_PER_ARENA];
-                let pool_wanted = self.fullest_usable() == Some(arena);
-                self.keep_for_a_return(now, pool_wanted);
+                self.keep_for_a_return(now, true);
             }
             self.release_decayed(now);
         }
@@ -459,7 +457,7 @@ impl Arenas {
     /// what it did before (rebuild the structure it freed): the reuse that
     /// [`Arenas::judge_release`] lengthens the decay for, seen before the
     /// arenas are lost rather than after. Taken when a pool is wanted
-    /// (`pool_wanted`: only wholly free arenas have one) once the decay
+    /// (`taking_pool`) and only wholly free arenas have one once the decay
     /// time is past, otherwise once the pass is late by half of it, and
     /// only while the youngest arena is within twice the decay time (a
     /// longer pause says nothing about what comes next).
@@ -472,20 +470,21 @@ impl Arenas {
     /// pause began, while passes still ran, so its age is bounded: about
     /// the decay time plus the pause. If the program wants none of them
     /// after all, their release and the verdict on it halve the decay.
-    fn keep_for_a_return(&mut self, now: u64, pool_wanted: bool) {
+    fn keep_for_a_return(&mut self, now: u64, taking_pool: bool) {
         let mut arena = self.buckets[BLOCK_POOLS_PER_ARENA];
-        let decay = self.decay_in_force();
-        if arena.is_null() || decay == 0 {
+        if arena.is_null() {
             return;
         }
-        let late = if pool_wanted {
-            decay
-        } else {
-            decay + decay / 2
-        };
         // SAFETY: the head of the wholly free bucket is a live record.
         let youngest = now.saturating_sub(unsafe { (*arena).free_since_ms });
-        if youngest < late || youngest > decay.saturating_mul(2) {
+        let decay = self.decay_in_force();
+        // The common case (`take_pool` with arenas freed recently) ends
+        // here, before the bucket scan below.
+        if youngest < decay || youngest > decay.saturating_mul(2) || decay == 0 {
+            return;
+        }
+        let pool_wanted = taking_pool && self.fullest_usable() == Some(arena);
+        if !pool_wanted && youngest < decay + decay / 2 {
             return;
         }
         let mut oldest = youngest;
