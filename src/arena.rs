@@ -456,11 +456,11 @@ impl Arenas {
     /// pools alone for a while. Now it is back, and most often to do again
     /// what it did before (rebuild the structure it freed): the reuse that
     /// [`Arenas::judge_release`] lengthens the decay for, seen before the
-    /// arenas are lost rather than after. Taken when a pool is wanted
-    /// (`taking_pool`) and only wholly free arenas have one once the decay
-    /// time is past, otherwise once the pass is late by half of it, and
-    /// only while the youngest arena is within twice the decay time (a
-    /// longer pause says nothing about what comes next).
+    /// arenas are lost rather than after. The sign is taken once the
+    /// decay time is past when a pool is wanted (`taking_pool`) and only
+    /// wholly free arenas have one, otherwise once the pass is late by half
+    /// the decay time; and only while the youngest arena is within twice
+    /// the decay time (a longer pause says nothing about what comes next).
     ///
     /// The decay becomes twice the age of the oldest free arena, at least
     /// twice what it was: the arenas freed early in a long teardown are
