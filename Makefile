@@ -35,7 +35,7 @@ RUNNER   := target/pymalloc-python
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
         clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz \
         bench-instructions bench-rust bench-python bench-python-instructions bench-page-faults \
-        wheel test-python-package
+        wheel test-python-package bench-burst
 
 all: headers runner
 
@@ -214,12 +214,18 @@ peers:
 
 $(OUT)/bench: benches/c/bench.c
 	@mkdir -p $(OUT)
-	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $< -ldl -lpthread
+	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $< -ldl -lpthread -lm
 
 # The C benchmark: every allocator side by side in one run (see BENCHMARKS.md).
 bench: peers $(SHARED) $(OUT)/bench
 	$(OUT)/bench $(CURDIR)/$(SHARED) $(LIBPYTHON) --runs $(BENCH_RUNS) | tee target/bench.md
 	$(PYTHON) benches/py/plot.py --c-table target/bench.md --c-out target/bench-c.svg
+
+# Repeated build-and-teardown (1M blocks, ten rounds, with no gap and with
+# 50 ms of work between rounds), each allocator in a fresh process so that
+# all start cold (bench.c --burst; BENCHMARKS.md, "Burst reuse").
+bench-burst: peers $(SHARED) $(OUT)/bench
+	$(OUT)/bench $(CURDIR)/$(SHARED) $(LIBPYTHON) --burst --runs $(BENCH_RUNS) | tee target/bench-burst.md
 
 # The Python workloads (benches/py) under stock CPython, pymalloc-rs (preload
 # and runner) and PYTHONMALLOC=malloc with glibc, mimalloc, jemalloc and

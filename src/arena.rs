@@ -18,6 +18,24 @@
 //! memory back to the OS at the next arena operation after the delay, or at
 //! once with `PyCore_Trim()`. Decay 0 returns them at once, as CPython does.
 //!
+//! The decay time adapts to reuse. `PYMALLOC_ARENA_DECAY_MS` is the base;
+//! when a decay pass gave arenas back and a new arena is wanted within one
+//! decay time after (keeping them twice as long would have served it), the
+//! decay doubles, up to `MAX_DECAY_MS`; when the arenas given back are not
+//! wanted again within that time, it halves, down to the base. A pass that
+//! finds free arenas past their time because the program left its pools
+//! alone for a while (no pass ran) takes the program's return for that
+//! reuse and lengthens the decay before it gives them back
+//! (`Arenas::keep_for_a_return`). A program that rebuilds a large
+//! structure every 50 ms pays the page faults once rather than every
+//! round, and one whose peak has passed still gets its memory back within
+//! about a second (jemalloc purges along a fixed decay curve,
+//! `dirty_decay_ms`, and mimalloc after a fixed delay; neither lengthens
+//! it for reuse). The verdicts are in wall
+//! time, like the decay itself: a count of arena operations would not
+//! advance while a program works without taking or giving back pools, and
+//! the memory of its freed peak would stay for good.
+//!
 //! Free pools of arenas that stay in use decay the same way: a pool given
 //! back keeps its pages for the decay time, for the next heap that needs a
 //! pool; then its pages are purged (`madvise(MADV_DONTNEED)`; the pool is
@@ -80,6 +98,11 @@ pub struct Arena {
 /// at 30; docs/tuning.md, "Arena decay").
 pub const DEFAULT_DECAY_MS: u64 = 30;
 
+/// The longest the adapted decay time grows to (a base set above it stays
+/// in force): a program's memory past a freed peak is back with the OS
+/// within about a second, however much it reused before.
+pub const MAX_DECAY_MS: u64 = 1000;
+
 static DECAY_MS: AtomicU64 = AtomicU64::new(DEFAULT_DECAY_MS);
 
 /// When the next decay pass is due (`os::now_ms`), or `u64::MAX` when
@@ -106,12 +129,13 @@ pub fn decay_if_due() {
     }
 }
 
-/// The decay time in milliseconds (see the module documentation).
+/// The base decay time in milliseconds, from which reuse lengthens it
+/// (see the module documentation and [`Arenas::decay_in_force`]).
 pub fn decay_ms() -> u64 {
     DECAY_MS.load(Ordering::Relaxed)
 }
 
-/// Set the decay time; 0 returns free arenas at once.
+/// Set the base decay time; 0 returns free arenas at once.
 pub fn set_decay_ms(ms: u64) {
     DECAY_MS.store(ms, Ordering::Relaxed);
 }
@@ -150,6 +174,15 @@ pub struct Arenas {
     free_arenas: usize,
     /// Earliest time the next decay pass may run (`os::now_ms`).
     next_decay_pass_ms: u64,
+    /// The decay time as reuse adapted it (see the module documentation);
+    /// [`Arenas::decay_in_force`] bounds it by the base and `MAX_DECAY_MS`.
+    adapted_decay_ms: u64,
+    /// When a decay pass last gave back wholly free arenas whose verdict is
+    /// pending (`os::now_ms`), or `u64::MAX`.
+    released_at_ms: u64,
+    /// The decay time in force at that release: a new arena wanted within
+    /// that long after it would have been served by a decay twice as long.
+    released_window_ms: u64,
     /// Arenas in use with free pools not yet purged.
     dirty: *mut Arena,
     /// Recycled arena records, linked through `next`.
@@ -174,6 +207,9 @@ pub static ARENAS: Locked<Arenas> = Locked::new(Arenas {
     nonempty: [0; BITMAP_WORDS],
     free_arenas: 0,
     next_decay_pass_ms: 0,
+    adapted_decay_ms: 0,
+    released_at_ms: u64::MAX,
+    released_window_ms: 0,
     dirty: null_mut(),
     spare_records: null_mut(),
     record_cursor: null_mut(),
@@ -201,11 +237,20 @@ impl Arenas {
     /// `None` when the OS refuses memory.
     pub fn take_pool(&mut self) -> Option<NonNull<Pool>> {
         if self.free_arenas > 0 || !self.dirty.is_null() {
-            self.release_decayed(os::now_ms());
+            let now = os::now_ms();
+            if self.free_arenas > 0 {
+                self.keep_for_a_return(now, true);
+            }
+            self.release_decayed(now);
         }
         let arena = match self.fullest_usable() {
             Some(arena) => arena,
-            None => self.new_arena()?,
+            None => {
+                if self.released_at_ms != u64::MAX {
+                    self.judge_release(os::now_ms(), true);
+                }
+                self.new_arena()?
+            }
         };
         // SAFETY: `arena` is a live record in a bucket, under the lock.
         unsafe {
@@ -354,8 +399,11 @@ impl Arenas {
             self.publish_decay_due();
             return;
         }
-        let decay = decay_ms();
+        self.judge_release(now, false);
+        self.keep_for_a_return(now, false);
+        let decay = self.decay_in_force();
         self.next_decay_pass_ms = now + (decay / 4).max(1);
+        let mut released = false;
         let mut arena = self.dirty;
         while !arena.is_null() {
             // SAFETY: records on the dirty list are live, under the lock;
@@ -377,11 +425,98 @@ impl Arenas {
                 if now.saturating_sub((*arena).free_since_ms) >= decay {
                     self.free_arenas -= 1;
                     self.release_arena(arena);
+                    released = true;
                 }
                 arena = next;
             }
         }
+        if released {
+            self.released_at_ms = now;
+            self.released_window_ms = decay;
+        }
         self.publish_decay_due();
+    }
+
+    /// The decay time now: the base (`PYMALLOC_ARENA_DECAY_MS`), or longer
+    /// as reuse adapted it, up to `MAX_DECAY_MS`; 0 stays 0 (returned at
+    /// once, as CPython does).
+    pub fn decay_in_force(&self) -> u64 {
+        let base = decay_ms();
+        if base == 0 {
+            return 0;
+        }
+        base.max(self.adapted_decay_ms.min(MAX_DECAY_MS))
+    }
+
+    /// Lengthen the decay before a pass that would give back arenas the
+    /// program is coming back for. Passes come every quarter of the decay
+    /// time while the program takes or gives back pools; the youngest
+    /// wholly free arena (the head of its bucket) having outlived the decay
+    /// time says that none ran since it expired: the program left its
+    /// pools alone for a while. Now it is back, and most often to do again
+    /// what it did before (rebuild the structure it freed): the reuse that
+    /// [`Arenas::judge_release`] lengthens the decay for, seen before the
+    /// arenas are lost rather than after. The sign is taken once the
+    /// decay time is past when a pool is wanted (`taking_pool`) and only
+    /// wholly free arenas have one, otherwise once the pass is late by half
+    /// the decay time; and only while the youngest arena is within twice
+    /// the decay time (a longer pause says nothing about what comes next).
+    ///
+    /// The decay becomes twice the age of the oldest free arena, at least
+    /// twice what it was: the arenas freed early in a long teardown are
+    /// older than the last by the teardown's length, and the rebuild takes
+    /// the youngest first, so a decay that only kept the youngest would
+    /// lose the others to the next pass. The oldest went free before the
+    /// pause began, while passes still ran, so its age is bounded: about
+    /// the decay time plus the pause. If the program wants none of them
+    /// after all, their release and the verdict on it halve the decay.
+    fn keep_for_a_return(&mut self, now: u64, taking_pool: bool) {
+        let mut arena = self.buckets[BLOCK_POOLS_PER_ARENA];
+        if arena.is_null() {
+            return;
+        }
+        // SAFETY: the head of the wholly free bucket is a live record.
+        let youngest = now.saturating_sub(unsafe { (*arena).free_since_ms });
+        let decay = self.decay_in_force();
+        // The common case (`take_pool` with arenas freed recently) ends
+        // here, before the bucket scan below.
+        if youngest < decay || youngest > decay.saturating_mul(2) || decay == 0 {
+            return;
+        }
+        let pool_wanted = taking_pool && self.fullest_usable() == Some(arena);
+        if !pool_wanted && youngest < decay + decay / 2 {
+            return;
+        }
+        let mut oldest = youngest;
+        while !arena.is_null() {
+            // SAFETY: records on the bucket list are live, under the lock.
+            unsafe {
+                oldest = oldest.max(now.saturating_sub((*arena).free_since_ms));
+                arena = (*arena).next;
+            }
+        }
+        self.adapted_decay_ms = oldest.max(decay).saturating_mul(2).min(MAX_DECAY_MS);
+    }
+
+    /// The verdict on the last release of decayed arenas, at `now`: a new
+    /// arena wanted (`new_arena_wanted`) within one decay time after it
+    /// would have been served by a decay twice as long, so the decay
+    /// doubles; released arenas not wanted within that time were rightly
+    /// given back, so it halves toward the base. No verdict yet while a
+    /// release is recent and nothing was wanted.
+    fn judge_release(&mut self, now: u64, new_arena_wanted: bool) {
+        if self.released_at_ms == u64::MAX {
+            return;
+        }
+        let decay = self.decay_in_force();
+        if now.saturating_sub(self.released_at_ms) > self.released_window_ms {
+            self.adapted_decay_ms = decay / 2;
+        } else if new_arena_wanted {
+            self.adapted_decay_ms = decay.saturating_mul(2).min(MAX_DECAY_MS);
+        } else {
+            return;
+        }
+        self.released_at_ms = u64::MAX;
     }
 
     /// Unmap every wholly free arena and purge every free pool now
@@ -631,6 +766,26 @@ mod tests {
     /// that they do not change it under each other.
     static DECAY_SETTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// Taken by a test before it changes the decay time.
+    fn decay_setting() -> std::sync::MutexGuard<'static, ()> {
+        DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    impl Arenas {
+        /// Forget what reuse taught the decay: tests that time the decay
+        /// start from the base (other tests' pools may have adapted it).
+        fn forget_reuse(&mut self) {
+            self.adapted_decay_ms = 0;
+            self.released_at_ms = u64::MAX;
+        }
+
+        /// Set the base decay time, with nothing learnt from reuse.
+        fn decay_from_base(&mut self, ms: u64) {
+            set_decay_ms(ms);
+            self.forget_reuse();
+        }
+    }
+
     #[test]
     fn pools_are_aligned_distinct_and_inside_mapped_arenas() {
         let mut taken = Vec::new();
@@ -674,11 +829,14 @@ mod tests {
 
     #[test]
     fn wholly_free_arenas_are_unmapped_after_the_decay_time() {
-        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = decay_setting();
         let mut arenas = ARENAS.lock();
 
-        // Decay 0: returned at once, as CPython does.
-        set_decay_ms(0);
+        // Decay 0: returned at once, as CPython does, however much reuse
+        // lengthened the decay before.
+        arenas.decay_from_base(0);
+        arenas.adapted_decay_ms = MAX_DECAY_MS;
+        assert_eq!(arenas.decay_in_force(), 0);
         let before = arenas.counters;
         let during = fill_and_empty_three_arenas(&mut arenas);
         let after = arenas.counters;
@@ -692,7 +850,7 @@ mod tests {
         // With a decay time they stay mapped (a long one here, so that a
         // slow machine cannot reach it during the fill), and go at the first
         // arena operation after it.
-        set_decay_ms(60_000);
+        arenas.decay_from_base(60_000);
         let before = arenas.counters;
         fill_and_empty_three_arenas(&mut arenas);
         let kept = arenas.counters;
@@ -703,9 +861,11 @@ mod tests {
         // At least two of the three are wholly free: the first pools taken
         // may share an arena with other tests' live pools.
         assert!(arenas.free_arenas_kept() >= 2);
+        // 60 ms: past twice the decay time, which a program coming back to
+        // its arenas may lengthen it to (`Arenas::keep_for_a_return`).
         set_decay_ms(20);
         arenas.next_decay_pass_ms = 0;
-        std::thread::sleep(std::time::Duration::from_millis(40));
+        std::thread::sleep(std::time::Duration::from_millis(60));
         let pool = arenas.take_pool().unwrap().as_ptr();
         let decayed = arenas.counters;
         assert!(
@@ -719,14 +879,14 @@ mod tests {
         fill_and_empty_three_arenas(&mut arenas);
         arenas.release_free_arenas();
         assert_eq!(arenas.free_arenas_kept(), 0);
-        set_decay_ms(DEFAULT_DECAY_MS);
+        arenas.decay_from_base(DEFAULT_DECAY_MS);
     }
 
     #[test]
     fn free_pools_of_arenas_in_use_are_purged_after_the_decay_time() {
-        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = decay_setting();
         let mut arenas = ARENAS.lock();
-        set_decay_ms(60_000);
+        arenas.decay_from_base(60_000);
         let pools: Vec<_> = (0..BLOCK_POOLS_PER_ARENA)
             .map(|_| arenas.take_pool().unwrap().as_ptr())
             .collect();
@@ -764,7 +924,7 @@ mod tests {
         }
         set_decay_ms(20);
         arenas.next_decay_pass_ms = 0;
-        std::thread::sleep(std::time::Duration::from_millis(40));
+        std::thread::sleep(std::time::Duration::from_millis(60)); // past twice the decay
         let reused = arenas.take_pool().unwrap().as_ptr();
         for &pool in watched.iter().filter(|&&pool| pool != reused) {
             // SAFETY: as above; the lock is held throughout, so no heap
@@ -776,15 +936,15 @@ mod tests {
             arenas.give_back_pool(reused);
             arenas.give_back_pool(kept);
         }
-        set_decay_ms(DEFAULT_DECAY_MS);
+        arenas.decay_from_base(DEFAULT_DECAY_MS);
     }
 
     #[test]
     fn heaps_run_a_due_decay_pass_without_an_arena_operation() {
-        let _serial = DECAY_SETTING.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = decay_setting();
         let before = {
             let mut arenas = ARENAS.lock();
-            set_decay_ms(20);
+            arenas.decay_from_base(20);
             arenas.next_decay_pass_ms = 0;
             fill_and_empty_three_arenas(&mut arenas);
             arenas.counters
@@ -794,7 +954,7 @@ mod tests {
             u64::MAX,
             "free arenas make a pass due"
         );
-        std::thread::sleep(std::time::Duration::from_millis(40));
+        std::thread::sleep(std::time::Duration::from_millis(60)); // past twice the decay
         let mut reclaimed = before.reclaimed;
         for _ in 0..100 {
             decay_if_due(); // may find the lock taken by another test
@@ -804,8 +964,134 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        set_decay_ms(DEFAULT_DECAY_MS);
+        ARENAS.lock().decay_from_base(DEFAULT_DECAY_MS);
         assert!(reclaimed >= before.reclaimed + 2, "{before:?} {reclaimed}");
+    }
+
+    #[test]
+    fn a_new_arena_wanted_right_after_a_release_lengthens_the_decay() {
+        let _serial = decay_setting();
+        let mut arenas = ARENAS.lock();
+        arenas.decay_from_base(20);
+        arenas.next_decay_pass_ms = 0;
+        fill_and_empty_three_arenas(&mut arenas);
+        assert_eq!(arenas.decay_in_force(), 20, "no reuse seen yet");
+        // Past twice the decay time: the arenas go whatever the pass makes
+        // of the pause (`Arenas::keep_for_a_return`).
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        // The next pool taken runs the decay pass, which gives the arenas
+        // back; the program then wants arenas again at once (taking pools
+        // until one is mapped: others' arenas may have free pools).
+        let released_before = arenas.counters.reclaimed;
+        let mapped_before = arenas.counters.allocated_total;
+        let mut taken = Vec::new();
+        while arenas.counters.allocated_total == mapped_before {
+            taken.push(arenas.take_pool().unwrap().as_ptr());
+        }
+        assert!(arenas.counters.reclaimed >= released_before + 2);
+        let lengthened = arenas.decay_in_force();
+        for pool in taken {
+            // SAFETY: taken above, never used.
+            unsafe { arenas.give_back_pool(pool) };
+        }
+        arenas.decay_from_base(DEFAULT_DECAY_MS);
+        assert_eq!(lengthened, 40, "a decay twice as long would have served");
+    }
+
+    #[test]
+    fn a_pass_after_a_pause_keeps_the_arenas_for_a_program_coming_back() {
+        let _serial = decay_setting();
+        let mut arenas = ARENAS.lock();
+        arenas.decay_from_base(20);
+        // Only this test's arenas are free, so that their ages are known.
+        arenas.release_free_arenas();
+        // Passes are given made-up times after the arenas became free, so
+        // that a slow machine cannot change what the test sees.
+        // On time (a pass a quarter of the decay after it expired): the
+        // arenas go, and the decay stays.
+        arenas.next_decay_pass_ms = 0;
+        let before = arenas.counters;
+        fill_and_empty_three_arenas(&mut arenas);
+        let emptied = os::now_ms();
+        arenas.release_decayed(emptied + 25);
+        let on_time = arenas.counters;
+        let on_time_decay = arenas.decay_in_force();
+        arenas.forget_reuse();
+        // Late by more than half the decay (no pass ran: the program left
+        // its pools alone), within twice the decay: kept, and the decay is
+        // twice the oldest arena's age (35 ms, or a few more if emptying
+        // them crossed a tick of the clock).
+        arenas.next_decay_pass_ms = 0;
+        fill_and_empty_three_arenas(&mut arenas);
+        let emptied = os::now_ms();
+        arenas.release_decayed(emptied + 35);
+        let late = arenas.counters;
+        let late_decay = arenas.decay_in_force();
+        // Not wanted after all: they go once that decay is past, and the
+        // next pass after one more decay time halves it.
+        let released_at = emptied + late_decay + 10;
+        arenas.next_decay_pass_ms = 0;
+        arenas.release_decayed(released_at);
+        let expired = arenas.counters;
+        arenas.next_decay_pass_ms = 0;
+        arenas.release_decayed(released_at + late_decay + 1);
+        let idle_decay = arenas.decay_in_force();
+        arenas.decay_from_base(DEFAULT_DECAY_MS);
+        assert!(
+            on_time.reclaimed >= before.reclaimed + 2,
+            "{before:?} {on_time:?}"
+        );
+        assert_eq!(on_time_decay, 20);
+        assert_eq!(
+            late.reclaimed, on_time.reclaimed,
+            "given back after a pause"
+        );
+        assert!((70..=90).contains(&late_decay), "{late_decay}");
+        assert!(
+            expired.reclaimed >= late.reclaimed + 2,
+            "{late:?} {expired:?}"
+        );
+        assert_eq!(idle_decay, late_decay / 2);
+    }
+
+    #[test]
+    fn reuse_lengthens_the_decay_up_to_a_second_and_idleness_shortens_it_to_the_base() {
+        let _serial = decay_setting();
+        let mut arenas = ARENAS.lock();
+        arenas.decay_from_base(30);
+        // Releases each followed by a new arena 5 ms later (times made up:
+        // the verdicts only compare them).
+        let mut now = 1_000_000;
+        let mut lengthened = Vec::new();
+        for _ in 0..7 {
+            arenas.released_at_ms = now;
+            arenas.released_window_ms = arenas.decay_in_force();
+            arenas.judge_release(now + 5, true);
+            lengthened.push(arenas.decay_in_force());
+            now += 10_000;
+        }
+        // A new arena wanted only after the window: not a reuse.
+        arenas.released_at_ms = now;
+        arenas.released_window_ms = arenas.decay_in_force();
+        arenas.judge_release(now + MAX_DECAY_MS + 1, true);
+        let late = arenas.decay_in_force();
+        // Releases whose arenas nobody wanted within the window; a pass
+        // inside the window gives no verdict yet.
+        let mut shortened = Vec::new();
+        for _ in 0..6 {
+            now += 10_000;
+            let window = arenas.decay_in_force();
+            arenas.released_at_ms = now;
+            arenas.released_window_ms = window;
+            arenas.judge_release(now + window, false);
+            assert_eq!(arenas.decay_in_force(), window, "judged inside the window");
+            arenas.judge_release(now + window + 1, false);
+            shortened.push(arenas.decay_in_force());
+        }
+        arenas.decay_from_base(DEFAULT_DECAY_MS);
+        assert_eq!(lengthened, [60, 120, 240, 480, 960, 1000, 1000]);
+        assert_eq!(late, 500);
+        assert_eq!(shortened, [250, 125, 62, 31, 30, 30]);
     }
 
     #[test]

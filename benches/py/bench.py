@@ -120,7 +120,7 @@ def report(opts, runs, names, workloads, command_line):
     out += table("RSS right after the work, all freed and collected, MiB", workloads, names,
                  lambda w, s: f"{mib('rss_after_kib', w, s):.1f}")
     if "peak" in workloads:
-        out += table("peak workload: RSS after 0.3 s of further work, MiB", ["peak"], names,
+        out += table("peak workload: RSS after 1 s of further work, MiB", ["peak"], names,
                      lambda w, s: f"{mib('rss_settled_kib', w, s):.1f}")
     return "\n".join(out) + "\n", geo
 

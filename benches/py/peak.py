@@ -15,8 +15,10 @@ def work():
 
 
 def settle():
-    # 0.3 s of the kind of work a program does between peaks.
-    end = time.perf_counter() + 0.3
+    # 1 s of the kind of work a program does between peaks (the
+    # allocator may keep freed arenas for reuse up to a second:
+    # src/arena.rs, adaptive decay).
+    end = time.perf_counter() + 1.0
     while time.perf_counter() < end:
         scratch = [str(i) * 2 for i in range(2000)]
         del scratch

@@ -78,7 +78,7 @@ def python_charts(directory):
     after = {s: [med("peak", s, key) / 1024 for key in ("rss_after_kib", "rss_settled_kib")]
              for s in setups} if "peak" in workloads else None
     if after:
-        bars(right, ["right after the peak is freed", "after 0.3 s more work"], setups, after, "RSS, MiB")
+        bars(right, ["right after the peak is freed", "after 1 s more work"], setups, after, "RSS, MiB")
         right.set_title("peak workload: memory given back")
     right.legend(fontsize=8)
     fig.tight_layout()
