@@ -159,7 +159,8 @@ WHEEL_TOOLS := target/wheel-tools
 WHEEL_DIR   := target/wheels
 wheel:
 	@$(WHEEL_TOOLS)/bin/python -c 'import hatchling' 2>/dev/null || { echo \
-	    "make wheel: hatchling is missing from $(WHEEL_TOOLS): run scripts/python_tools.sh first" >&2; exit 1; }
+	    "make wheel: the build backend (hatchling, PyPI) goes into $(WHEEL_TOOLS): scripts/python_tools.sh"; \
+	    sh scripts/python_tools.sh $(PYTHON); }
 	rm -rf $(WHEEL_DIR)
 	CARGO=$(CARGO) $(WHEEL_TOOLS)/bin/python -m pip wheel --quiet --disable-pip-version-check \
 	    --no-deps --no-build-isolation --wheel-dir $(WHEEL_DIR) .
@@ -295,8 +296,16 @@ demo-c: $(SHARED)
 
 # The same Python workload on the stock interpreter and on pymalloc-rs:
 # instructions (callgrind, when valgrind is there) and paired timings.
-demo-python: $(RUNNER)
-	$(PYTHON) demo/compare.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER)
+# The Python side as a Python user meets it: the wheel (make wheel) in a
+# fresh virtual environment, `python -m pymalloc`, beside LD_PRELOAD and
+# the runner.
+DEMO_VENV := target/demo-venv
+demo-python: wheel $(RUNNER)
+	rm -rf $(DEMO_VENV)
+	$(PY_EXE) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --no-index --disable-pip-version-check $(WHEEL_DIR)/*.whl
+	$(PYTHON) demo/compare.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER) \
+	    --venv-python $(CURDIR)/$(DEMO_VENV)/bin/python
 
 # --- install ---------------------------------------------------------------
 

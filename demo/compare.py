@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Run demo/workload.py on the stock interpreter and on pymalloc-rs
-(LD_PRELOAD and the embedding runner), compare them two ways, and print
-pymalloc-rs's statistics for one run:
+(`python -m pymalloc` from the pip-installed wheel, LD_PRELOAD and the
+embedding runner), compare them two ways, and print pymalloc-rs's
+statistics for one run (`python -m pymalloc --stats`):
 
 * instructions (valgrind's callgrind, whole process, PYTHONHASHSEED=0 so
   that dict layouts repeat): one run per setup of a smaller run of the
@@ -36,11 +37,20 @@ def setups(opts):
     """name -> (command, extra environment). Add a setup here; stock comes
     first: it is the baseline."""
     library = os.path.abspath(opts.library)
-    return {
+    chosen = {
         "stock python3 (CPython's pymalloc)": ([opts.python], {}),
         "LD_PRELOAD=libpymalloc.so python3": ([opts.python], {"LD_PRELOAD": library}),
         "pymalloc-python (embedded)": ([os.path.abspath(opts.runner)], {}),
     }
+    if opts.venv_python:
+        chosen[PYTHON_M] = ([opts.venv_python, "-m", "pymalloc"], {})
+    return chosen
+
+
+# `python -m pymalloc` runs the program in the same interpreter started
+# again with the packaged library under LD_PRELOAD: what it executes is the
+# LD_PRELOAD setup's, plus one interpreter start-up (the launcher's).
+PYTHON_M = "python -m pymalloc (pip-installed wheel)"
 
 
 def environment(extra):
@@ -70,8 +80,10 @@ def show_instructions(names_commands):
     if shutil.which("valgrind") is None:
         print("Instructions: valgrind is missing, skipped (Debian: apt-get install valgrind).\n")
         return
+    names_commands = {name: setup for name, setup in names_commands.items() if name != PYTHON_M}
     print("Instructions (callgrind, whole process, a smaller run of the same parts; "
-          "this / stock, below 1 is fewer):", flush=True)
+          "this / stock, below 1 is fewer; `python -m pymalloc` runs the LD_PRELOAD "
+          "setup after its launcher's start-up):", flush=True)
     with tempfile.TemporaryDirectory() as directory, \
             concurrent.futures.ThreadPoolExecutor(max_workers=len(names_commands)) as pool:
         futures = {name: pool.submit(instructions, command, extra, os.path.join(directory, f"{i}.out"))
@@ -112,6 +124,9 @@ def main():
     parser.add_argument("--library", required=True)
     parser.add_argument("--runner", required=True)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--venv-python",
+                        help="the python of a virtual environment where the pymalloc-rs "
+                             "wheel is installed (make demo-python makes one)")
     opts = parser.parse_args()
     # The interpreter itself, not a wrapper script (a pyenv shim): valgrind
     # would count the shell's instructions.
@@ -121,11 +136,17 @@ def main():
     print(f"Python workload (demo/workload.py) on {len(names_commands)} setups.\n")
     show_instructions(names_commands)
     show_times(names_commands, opts.rounds)
-    print("\npymalloc-rs statistics at the end of one run (PYMALLOC_STATS=1):")
     sys.stdout.flush()
-    env = environment({"PYMALLOC_STATS": "1"})
-    subprocess.run([os.path.abspath(opts.runner), WORKLOAD], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    if opts.venv_python:
+        print("\npymalloc-rs statistics at the end of one run (python -m pymalloc --stats):")
+        sys.stdout.flush()
+        command = [opts.venv_python, "-m", "pymalloc", "--stats", WORKLOAD]
+    else:
+        print("\npymalloc-rs statistics at the end of one run (PYMALLOC_STATS=1):")
+        sys.stdout.flush()
+        command = [os.path.abspath(opts.runner), WORKLOAD]
+    env = environment({"PYMALLOC_STATS": "1"} if not opts.venv_python else {})
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":
