@@ -35,7 +35,7 @@ RUNNER   := target/pymalloc-python
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
         clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz \
         bench-instructions bench-rust bench-python bench-python-instructions bench-page-faults \
-        wheel test-python-package bench-burst
+        wheel test-python-package bench-burst user-venv
 
 all: headers runner
 
@@ -146,9 +146,11 @@ test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
 	sh scripts/cpython_versions.sh $(SHARED) target/versions
 	$(MAKE) --no-print-directory test-cpython-suite
 
-# CPython's own regression tests: stock vs LD_PRELOAD vs the runner.
-test-cpython-suite: $(RUNNER)
-	$(PYTHON) scripts/cpython_tests.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER) --jobs 2
+# CPython's own regression tests: stock vs LD_PRELOAD vs the runner vs
+# `python -m pymalloc` from the pip-installed wheel.
+test-cpython-suite: $(RUNNER) user-venv
+	$(PYTHON) scripts/cpython_tests.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER) \
+	    --venv-python $(CURDIR)/$(USER_VENV)/bin/python --jobs 2
 
 # --- Python package --------------------------------------------------------
 
@@ -169,6 +171,15 @@ wheel:
 # The wheel installed into fresh virtual environments of python3 and the
 # pyenv CPythons 3.8 and 3.12+: python -m pymalloc against plain python,
 # the module's answers, the runner (c_tests/python_package.py).
+# A fresh virtual environment of python3 with the wheel pip-installed, as a
+# user has it after `pip install pymalloc-rs` (the demo and CPython's test
+# suite run `python -m pymalloc` from it).
+USER_VENV := target/user-venv
+user-venv: wheel
+	rm -rf $(USER_VENV)
+	$(PY_EXE) -m venv $(USER_VENV)
+	$(USER_VENV)/bin/python -m pip install --quiet --no-index --disable-pip-version-check $(WHEEL_DIR)/*.whl
+
 test-python-package: wheel $(RUNNER)
 	$(PYTHON) c_tests/python_package.py --wheel-dir $(WHEEL_DIR) --runner $(RUNNER) \
 	    --python $(PY_EXE) --work target/python-package
@@ -299,13 +310,9 @@ demo-c: $(SHARED)
 # The Python side as a Python user meets it: the wheel (make wheel) in a
 # fresh virtual environment, `python -m pymalloc`, beside LD_PRELOAD and
 # the runner.
-DEMO_VENV := target/demo-venv
-demo-python: wheel $(RUNNER)
-	rm -rf $(DEMO_VENV)
-	$(PY_EXE) -m venv $(DEMO_VENV)
-	$(DEMO_VENV)/bin/python -m pip install --quiet --no-index --disable-pip-version-check $(WHEEL_DIR)/*.whl
+demo-python: user-venv $(RUNNER)
 	$(PYTHON) demo/compare.py --python $(PY_EXE) --library $(SHARED) --runner $(RUNNER) \
-	    --venv-python $(CURDIR)/$(DEMO_VENV)/bin/python
+	    --venv-python $(CURDIR)/$(USER_VENV)/bin/python
 
 # --- install ---------------------------------------------------------------
 

@@ -93,14 +93,18 @@ def main():
     parser.add_argument("--library", required=True)
     parser.add_argument("--runner", required=True)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--modes", default="stock,preload,runner")
+    parser.add_argument("--venv-python",
+                        help="python of a virtual environment with the pymalloc-rs wheel: "
+                             "adds the mode python-m (python -m pymalloc -m test ...)")
+    parser.add_argument("--modes", help="comma-separated; default: stock,preload,runner "
+                                        "and python-m with --venv-python")
     parser.add_argument("tests", nargs="*")
     opts = parser.parse_args()
     tests = opts.tests or DEFAULT_TESTS
     workdir = tempfile.mkdtemp(prefix="pymalloc-cpython-tests.")
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("PYMALLOC", "PYTHONMALLOC", "LD_PRELOAD", "PYTHONDEVMODE"))}
-    modes = opts.modes.split(",")
+    modes = (opts.modes or "stock,preload,runner" + (",python-m" if opts.venv_python else "")).split(",")
     results = {}
     for mode in modes:
         env = dict(base_env)
@@ -113,6 +117,11 @@ def main():
             env["PYMALLOC_STATS_FILE"] = stats_file
         elif mode == "runner":
             command = [os.path.abspath(opts.runner)]
+            env["PYMALLOC_STATS_FILE"] = stats_file
+        elif mode == "python-m":
+            if not opts.venv_python:
+                sys.exit("mode python-m needs --venv-python")
+            command = [opts.venv_python, "-m", "pymalloc"]
             env["PYMALLOC_STATS_FILE"] = stats_file
         else:
             sys.exit(f"unknown mode {mode}")
