@@ -5,12 +5,16 @@
 //! its pages).
 //!
 //! Everything the allocator keeps comes through here, so this is also where
-//! out-of-memory is injected in tests (`inject_map_failures`).
+//! the unit tests inject out-of-memory (`inject_map_failures`, compiled
+//! only into them: a build of the library has no injection and no
+//! thread-local read on its mappings).
 
+#[cfg(test)]
 use core::cell::Cell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(test)]
 std::thread_local! {
     /// Number of upcoming `map` calls of this thread that fail as if the OS
     /// were out of memory. Per thread, so that a test injecting failures
@@ -23,10 +27,19 @@ static BYTES_UNMAPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Make the calling thread's next `count` mappings fail (tests of the
 /// out-of-memory paths).
+#[cfg(test)]
 pub fn inject_map_failures(count: usize) {
     INJECTED_FAILURES.with(|n| n.set(count));
 }
 
+/// Outside the unit tests, no mapping fails on purpose.
+#[cfg(not(test))]
+#[inline(always)]
+fn injected_failure() -> bool {
+    false
+}
+
+#[cfg(test)]
 fn injected_failure() -> bool {
     INJECTED_FAILURES.with(|n| match n.get() {
         0 => false,
