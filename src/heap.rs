@@ -272,7 +272,7 @@ unsafe fn cache_of_class_size(heap: *mut Heap, block_size: u32) -> *mut BlockCac
 fn class_offset<T>(block_size: u32) -> usize {
     let class_times_alignment = block_size as usize - ALIGNMENT;
     let entry = core::mem::size_of::<T>();
-    if entry % ALIGNMENT == 0 {
+    if entry.is_multiple_of(ALIGNMENT) {
         class_times_alignment * (entry / ALIGNMENT)
     } else {
         class_times_alignment / ALIGNMENT * entry

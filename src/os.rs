@@ -95,7 +95,7 @@ pub fn map(size: usize) -> Option<NonNull<u8>> {
 /// Map `size` bytes aligned to `align` (a power of two, a multiple of the
 /// page size): over-map by `align` and trim both ends.
 pub fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
-    debug_assert!(align.is_power_of_two() && size % page_size() == 0);
+    debug_assert!(align.is_power_of_two() && size.is_multiple_of(page_size()));
     let span = size.checked_add(align)?;
     let raw = map(span)?.as_ptr() as usize;
     // SAFETY: `raw` is a fresh mapping of `span` bytes, referred to by nothing.
@@ -146,7 +146,7 @@ pub unsafe fn unmap(addr: NonNull<u8>, size: usize) {
 /// no memory, no commit charge until [`commit`]. Not subject to injected
 /// failures (it is address space, not memory).
 pub fn reserve_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
-    debug_assert!(align.is_power_of_two() && size % page_size() == 0);
+    debug_assert!(align.is_power_of_two() && size.is_multiple_of(page_size()));
     let span = size.checked_add(align)?;
     // SAFETY: a fresh anonymous mapping at an address of the kernel's
     // choosing cannot alias anything; failure is reported as MAP_FAILED.
@@ -197,7 +197,7 @@ pub const HUGE_PAGE_SIZE: usize = 2 << 20;
 /// range works as before. The advice lives on the mapping, so a range
 /// replaced by [`decommit`] loses it.
 pub fn advise_huge_pages(address: usize, size: usize) -> bool {
-    debug_assert!(address % HUGE_PAGE_SIZE == 0 && size % HUGE_PAGE_SIZE == 0);
+    debug_assert!(address.is_multiple_of(HUGE_PAGE_SIZE) && size.is_multiple_of(HUGE_PAGE_SIZE));
     // SAFETY: advice on a range of ours; it does not change its contents.
     unsafe { libc::madvise(address as *mut libc::c_void, size, libc::MADV_HUGEPAGE) == 0 }
 }
