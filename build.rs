@@ -275,16 +275,14 @@ fn generate_header(crate_dir: &Path, header: &Header) -> String {
     out.push_str(&read(crate_dir, header.prologue));
     if let Some((source, macros)) = header.cpython_part {
         out.push_str("\n#ifndef Py_PYTHON_H\n/* Declared here only when CPython's Python.h is not included. */\n");
-        out.push_str("#ifdef __cplusplus\nextern \"C\" {\n#endif\n");
         out.push_str(&cbindgen_section(crate_dir, source));
-        out.push_str("#ifdef __cplusplus\n}\n#endif\n\n");
+        out.push('\n');
         out.push_str(&read(crate_dir, macros));
         out.push_str("#endif /* !Py_PYTHON_H */\n");
     }
     if let Some(source) = header.own_part {
-        out.push_str("\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n");
+        out.push('\n');
         out.push_str(&cbindgen_section(crate_dir, source));
-        out.push_str("#ifdef __cplusplus\n}\n#endif\n");
     }
     let epilogue = read(crate_dir, header.epilogue);
     if !epilogue.is_empty() {
