@@ -1,7 +1,8 @@
 # pymalloc-rs: build, test, demo and install.
 #
-#   make                 release library + headers (include/ is regenerated)
-#   make check           every test: Rust, C (plain and ASan/UBSan), headers, exports
+#   make                 release library + headers (include/ is regenerated); no CPython needed
+#   make runner          target/pymalloc-python: python3 with the allocator (needs python3-config)
+#   make check           every test: Rust, C (plain and ASan/UBSan), headers, exports, CPython
 #   make demo            a C program doing real work, then the allocator's statistics
 #   make install PREFIX=/usr/local
 #
@@ -45,7 +46,9 @@ RUNNER   := target/pymalloc-python
         bench-instructions bench-rust bench-python bench-python-instructions bench-page-faults \
         wheel test-python-package
 
-all: headers runner
+# The library and its headers only: building them needs no CPython (the
+# runner, which embeds one, is `make runner`).
+all: headers lib
 
 # Building with PYMALLOC_WRITE_HEADERS=1 makes build.rs refresh include/.
 headers:
@@ -162,7 +165,7 @@ test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
 	@echo "== the allocation profiler through CPython's hooks (runner and preload)"
 	$(PY_EXE) c_tests/cpython_profile.py $(PY_EXE) $(CURDIR)/$(SHARED) $(RUNNER)
 	@echo "== embedding and preload smoke test on every CPython 3.8+ under pyenv"
-	sh scripts/cpython_versions.sh $(SHARED) target/versions
+	sh scripts/cpython_versions.sh $(SHARED) target/versions $(PY_EXE)
 	$(MAKE) --no-print-directory test-cpython-suite
 
 # CPython's own regression tests: stock vs LD_PRELOAD vs the runner.
@@ -221,15 +224,20 @@ stress:
 
 # --- benchmarks ------------------------------------------------------------
 
-PEER_PACKAGES := libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4
+# The peer allocators' libraries (Debian packages libmimalloc2.0,
+# libjemalloc2, libtcmalloc-minimal4: scripts/install_deps.sh bench).
+PEER_LIBS := libmimalloc.so.2 libjemalloc.so.2 libtcmalloc_minimal.so.4
 LIBPYTHON = $(shell $(PYTHON) -c 'import sysconfig, os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))')
 BENCH_RUNS ?= 5
 
+# The benchmarks compare against the peers: check that they are installed
+# (nothing is installed from here).
 peers:
-	@missing=""; for p in $(PEER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; fi
+	@missing=""; for l in $(PEER_LIBS); do \
+	  /sbin/ldconfig -p | grep -q "^[[:space:]]*$$l " || missing="$$missing $$l"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make: the benchmarks' peer allocators are missing:$$missing" >&2; \
+	  echo "make: install them with: sh scripts/install_deps.sh bench" >&2; exit 1; fi
 
 $(OUT)/bench: benches/c/bench.c
 	@mkdir -p $(OUT)
