@@ -1,7 +1,8 @@
 # pymalloc-rs: build, test, demo and install.
 #
-#   make                 release library + headers (include/ is regenerated)
-#   make check           every test: Rust, C (plain and ASan/UBSan), headers, exports
+#   make                 release library + headers (include/ is regenerated); no CPython needed
+#   make runner          target/pymalloc-python: python3 with the allocator (needs python3-config)
+#   make check           every test: Rust, C (plain and ASan/UBSan), headers, exports, CPython
 #   make demo            a C program doing real work, then the allocator's statistics
 #   make install PREFIX=/usr/local
 #
@@ -20,6 +21,14 @@ export PYMALLOC_ALIGNMENT PYMALLOC_SMALL_REQUEST_THRESHOLD PYMALLOC_POOL_SIZE \
 
 LIBDIR   := target/release
 SHARED   := $(LIBDIR)/libpymalloc.so
+# The library's version (Cargo.toml) and its SONAME, libpymalloc.so.MAJOR
+# (build.rs passes -soname to the linker). A program linked with
+# -lpymalloc records the SONAME, so the tree keeps a link of that name
+# beside the library for programs linked against it in place.
+VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+MAJOR    := $(firstword $(subst ., ,$(VERSION)))
+SONAME   := libpymalloc.so.$(MAJOR)
+SONAME_LINK := $(LIBDIR)/$(SONAME)
 STATIC   := $(LIBDIR)/libpymalloc.a
 OUT      := target/c
 CFLAGS_TEST := -std=c11 -O1 -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude
@@ -37,7 +46,9 @@ RUNNER   := target/pymalloc-python
         bench-instructions bench-rust bench-python bench-python-instructions bench-page-faults \
         wheel test-python-package bench-burst user-venv
 
-all: headers runner
+# The library and its headers only: building them needs no CPython (the
+# runner, which embeds one, is `make runner`).
+all: headers lib
 
 # Building with PYMALLOC_WRITE_HEADERS=1 makes build.rs refresh include/.
 headers:
@@ -46,10 +57,13 @@ headers:
 # The library as `make check` builds it: without touching include/, so
 # that the freshness test compares the committed headers with a new
 # generation.
-lib: $(SHARED)
+lib: $(SHARED) $(SONAME_LINK)
 $(SHARED) $(STATIC): $(RUST_SRC)
 	$(CARGO) build --release
 	@touch $(SHARED) $(STATIC)
+
+$(SONAME_LINK): $(SHARED)
+	ln -sf libpymalloc.so $@
 
 check: test-rust lint test-headers test-exports test-c test-c-asan test-valgrind test-install test-tune test-cpython \
        test-python-package
@@ -67,7 +81,7 @@ lint:
 
 # --- C tests ---------------------------------------------------------------
 
-$(OUT)/%: c_tests/%.c $(wildcard c_tests/*.h) $(SHARED) include/pymalloc.h
+$(OUT)/%: c_tests/%.c $(wildcard c_tests/*.h) $(SHARED) $(SONAME_LINK) include/pymalloc.h
 	@mkdir -p $(OUT)
 	$(CC) $(CFLAGS_TEST) -o $@ $< -L$(LIBDIR) -lpymalloc -lpthread -Wl,-rpath,$(CURDIR)/$(LIBDIR)
 
@@ -88,7 +102,7 @@ test-c-asan: $(addprefix $(OUT)/asan/,$(C_TESTS))
 
 # The committed headers equal a fresh generation (Rust test), compile alone
 # under -std=c99 -pedantic and as C++, and after CPython's Python.h.
-test-headers: $(SHARED)
+test-headers: $(SHARED) $(SONAME_LINK)
 	@mkdir -p $(OUT)
 	$(CARGO) test --release --test headers
 	$(CC) -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude -o $(OUT)/header_alone c_tests/header_alone.c \
@@ -104,14 +118,22 @@ test-headers: $(SHARED)
 test-exports: $(SHARED)
 	sh c_tests/check_exports.sh $(SHARED) include
 
-# Install into a scratch prefix and build a program through pkg-config.
+# Install into a scratch prefix: the library under its full version with
+# the SONAME and development links, its SONAME recorded in it; build a
+# program through pkg-config, which must need the SONAME, and run it.
+INSTALL_TEST := $(CURDIR)/target/install-test
 test-install: $(SHARED)
 	@mkdir -p $(OUT)
-	rm -rf target/install-test
-	$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/target/install-test
-	PKG_CONFIG_PATH=$(CURDIR)/target/install-test/lib/pkgconfig \
+	rm -rf $(INSTALL_TEST)
+	$(MAKE) --no-print-directory install PREFIX=$(INSTALL_TEST)
+	test "$$(readlink $(INSTALL_TEST)/lib/libpymalloc.so)" = $(SONAME)
+	test "$$(readlink $(INSTALL_TEST)/lib/$(SONAME))" = libpymalloc.so.$(VERSION)
+	test -f $(INSTALL_TEST)/lib/libpymalloc.so.$(VERSION) -a ! -L $(INSTALL_TEST)/lib/libpymalloc.so.$(VERSION)
+	readelf -d $(INSTALL_TEST)/lib/libpymalloc.so.$(VERSION) | grep -F '(SONAME)' | grep -qF '[$(SONAME)]'
+	PKG_CONFIG_PATH=$(INSTALL_TEST)/lib/pkgconfig \
 	  sh -c '$(CC) -std=c11 -Wall -Werror -o $(OUT)/pkgconfig_user c_tests/pkgconfig_user.c $$(pkg-config --cflags --libs pymalloc)'
-	LD_LIBRARY_PATH=$(CURDIR)/target/install-test/lib $(OUT)/pkgconfig_user
+	readelf -d $(OUT)/pkgconfig_user | grep -F '(NEEDED)' | grep -qF '[$(SONAME)]'
+	LD_LIBRARY_PATH=$(INSTALL_TEST)/lib $(OUT)/pkgconfig_user
 
 # --- CPython ---------------------------------------------------------------
 
@@ -121,11 +143,11 @@ test-install: $(SHARED)
 # rather than to the same-named exports of libpymalloc, which would forward
 # them back to libpython: one call and one jump less per allocation.
 runner: $(RUNNER)
-$(RUNNER): embed/pymalloc_python.c $(SHARED)
+$(RUNNER): embed/pymalloc_python.c $(SHARED) $(SONAME_LINK)
 	$(CC) -O2 -g -Wall -Wextra -Werror $$($(PY_CONFIG) --includes) -Iinclude -o $@ $< \
 	    $$($(PY_CONFIG) --embed --ldflags) -L$(LIBDIR) -lpymalloc -Wl,-rpath,$(CURDIR)/$(LIBDIR)
 
-$(OUT)/cpython_%: c_tests/cpython_%.c $(SHARED) include/pymalloc.h
+$(OUT)/cpython_%: c_tests/cpython_%.c $(SHARED) $(SONAME_LINK) include/pymalloc.h
 	@mkdir -p $(OUT)
 	$(CC) $(CFLAGS_TEST) $$($(PY_CONFIG) --includes) -o $@ $< -L$(LIBDIR) -lpymalloc \
 	    $$($(PY_CONFIG) --embed --ldflags) -Wl,-rpath,$(CURDIR)/$(LIBDIR)
@@ -143,7 +165,7 @@ test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
 	@echo "== the allocation profiler through CPython's hooks (runner and preload)"
 	$(PY_EXE) c_tests/cpython_profile.py $(PY_EXE) $(CURDIR)/$(SHARED) $(RUNNER)
 	@echo "== embedding and preload smoke test on every CPython 3.8+ under pyenv"
-	sh scripts/cpython_versions.sh $(SHARED) target/versions
+	sh scripts/cpython_versions.sh $(SHARED) target/versions $(PY_EXE)
 	$(MAKE) --no-print-directory test-cpython-suite
 
 # CPython's own regression tests: stock vs LD_PRELOAD vs the runner vs
@@ -214,15 +236,20 @@ stress:
 
 # --- benchmarks ------------------------------------------------------------
 
-PEER_PACKAGES := libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4
+# The peer allocators' libraries (Debian packages libmimalloc2.0,
+# libjemalloc2, libtcmalloc-minimal4: scripts/install_deps.sh bench).
+PEER_LIBS := libmimalloc.so.2 libjemalloc.so.2 libtcmalloc_minimal.so.4
 LIBPYTHON = $(shell $(PYTHON) -c 'import sysconfig, os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))')
 BENCH_RUNS ?= 5
 
+# The benchmarks compare against the peers: check that they are installed
+# (nothing is installed from here).
 peers:
-	@missing=""; for p in $(PEER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; fi
+	@missing=""; for l in $(PEER_LIBS); do \
+	  /sbin/ldconfig -p | grep -q "^[[:space:]]*$$l " || missing="$$missing $$l"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make: the benchmarks' peer allocators are missing:$$missing" >&2; \
+	  echo "make: install them with: sh scripts/install_deps.sh bench" >&2; exit 1; fi
 
 $(OUT)/bench: benches/c/bench.c
 	@mkdir -p $(OUT)
@@ -299,7 +326,7 @@ test-tune:
 
 demo: demo-c demo-python
 
-demo-c: $(SHARED)
+demo-c: $(SHARED) $(SONAME_LINK)
 	@mkdir -p $(OUT)
 	$(CC) -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -Iinclude -o $(OUT)/demo demo/objects_demo.c \
 	    -L$(LIBDIR) -lpymalloc -lpthread -Wl,-rpath,$(CURDIR)/$(LIBDIR)
@@ -316,17 +343,23 @@ demo-python: user-venv $(RUNNER)
 
 # --- install ---------------------------------------------------------------
 
+# The shared library as C libraries are installed: the file under its full
+# version, the SONAME link the loader looks for, and the development link
+# the linker finds with -lpymalloc.
 install: $(SHARED)
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/pymalloc
-	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/libpymalloc.so
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/libpymalloc.so.$(VERSION)
+	ln -sf libpymalloc.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libpymalloc.so
 	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/libpymalloc.a
 	install -m 644 include/pymalloc.h $(DESTDIR)$(PREFIX)/include/pymalloc.h
 	install -m 644 include/pymalloc/pymem.h include/pymalloc/objimpl.h $(DESTDIR)$(PREFIX)/include/pymalloc/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e "s|@VERSION@|$$(sed -n 's/^version = \"\(.*\)\"/\1/p' Cargo.toml | head -1)|" \
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
 	    pymalloc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pymalloc.pc
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/lib/libpymalloc.so $(DESTDIR)$(PREFIX)/lib/libpymalloc.a \
+	rm -f $(DESTDIR)$(PREFIX)/lib/libpymalloc.so $(DESTDIR)$(PREFIX)/lib/$(SONAME) \
+	      $(DESTDIR)$(PREFIX)/lib/libpymalloc.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpymalloc.a \
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/pymalloc.pc $(DESTDIR)$(PREFIX)/include/pymalloc.h
 	rm -rf $(DESTDIR)$(PREFIX)/include/pymalloc
 

@@ -275,16 +275,14 @@ fn generate_header(crate_dir: &Path, header: &Header) -> String {
     out.push_str(&read(crate_dir, header.prologue));
     if let Some((source, macros)) = header.cpython_part {
         out.push_str("\n#ifndef Py_PYTHON_H\n/* Declared here only when CPython's Python.h is not included. */\n");
-        out.push_str("#ifdef __cplusplus\nextern \"C\" {\n#endif\n");
         out.push_str(&cbindgen_section(crate_dir, source));
-        out.push_str("#ifdef __cplusplus\n}\n#endif\n\n");
+        out.push('\n');
         out.push_str(&read(crate_dir, macros));
         out.push_str("#endif /* !Py_PYTHON_H */\n");
     }
     if let Some(source) = header.own_part {
-        out.push_str("\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n");
+        out.push('\n');
         out.push_str(&cbindgen_section(crate_dir, source));
-        out.push_str("#ifdef __cplusplus\n}\n#endif\n");
     }
     let epilogue = read(crate_dir, header.epilogue);
     if !epilogue.is_empty() {
@@ -299,6 +297,20 @@ fn generate_header(crate_dir: &Path, header: &Header) -> String {
     out
 }
 
+/// Give the shared library an SONAME, `libpymalloc.so.MAJOR` (for 0.x
+/// versions `libpymalloc.so.0`), as C libraries have: a program linked with
+/// `-lpymalloc` then records that name, and `make install` installs the
+/// file under its full version with the SONAME and `libpymalloc.so` as
+/// links to it. ELF targets only.
+fn link_soname() {
+    let family = env::var("CARGO_CFG_TARGET_FAMILY").unwrap_or_default();
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if family.split(',').any(|f| f == "unix") && !matches!(os.as_str(), "macos" | "ios") {
+        let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libpymalloc.so.{major}");
+    }
+}
+
 fn main() {
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
@@ -308,6 +320,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PYMALLOC_WRITE_HEADERS");
 
     Config::from_env().write_rust(&out_dir.join("config.rs"));
+    link_soname();
 
     let generated = out_dir.join("include");
     let write_tree = env::var("PYMALLOC_WRITE_HEADERS").is_ok_and(|v| v == "1");

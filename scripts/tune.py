@@ -72,6 +72,15 @@ def memory_figures(sizes, alignment, threshold, pool, arena):
     }
 
 
+def library_major():
+    """The major version in Cargo.toml: the library's SONAME is libpymalloc.so.MAJOR."""
+    with open(os.path.join(ROOT, "Cargo.toml")) as f:
+        for line in f:
+            if line.startswith("version = "):
+                return line.split('"')[1].split(".")[0]
+    raise RuntimeError("Cargo.toml has no version")
+
+
 def build(alignment, threshold, pool, arena):
     target = os.path.join(ROOT, "target", "tune", f"a{alignment}-t{threshold}-p{pool}")
     env = dict(os.environ, PYMALLOC_ALIGNMENT=str(alignment), PYMALLOC_SMALL_REQUEST_THRESHOLD=str(threshold),
@@ -83,6 +92,11 @@ def build(alignment, threshold, pool, arena):
         reason = [l for l in result.stderr.splitlines() if "invalid pymalloc build configuration" in l]
         return None, (reason[0].split(": ", 2)[-1] if reason else result.stderr.strip()[-200:])
     libdir = os.path.join(target, "release")
+    # The program records the library's SONAME (libpymalloc.so.MAJOR, as in
+    # the Makefile): give the loader that name beside the library.
+    soname = os.path.join(libdir, "libpymalloc.so." + library_major())
+    if not os.path.lexists(soname):
+        os.symlink("libpymalloc.so", soname)
     replay = os.path.join(target, "replay")
     subprocess.run(["gcc", "-O2", "-I", os.path.join(ROOT, "include"), "-o", replay,
                     os.path.join(ROOT, "benches", "c", "replay.c"), "-L", libdir, "-lpymalloc",

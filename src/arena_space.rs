@@ -277,7 +277,7 @@ impl ArenaSpace {
     /// # Safety
     /// `holds(base)`, and nothing refers to the arena's memory any more.
     pub unsafe fn give_back(&mut self, base: usize) {
-        debug_assert!(self.holds(base) && (base - self.base) % ARENA_SIZE == 0);
+        debug_assert!(self.holds(base) && (base - self.base).is_multiple_of(ARENA_SIZE));
         // SAFETY: guaranteed by the caller.
         unsafe { os::decommit(base, ARENA_SIZE) };
         let slot = (base - self.base) / ARENA_SIZE;
@@ -301,7 +301,7 @@ impl ArenaSpace {
     /// made of whole huge pages, and enough of them in use already.
     fn wants_huge_pages(&self) -> bool {
         let in_use = (self.handed_out - self.given_back_count) * ARENA_SIZE;
-        ARENA_SIZE % os::HUGE_PAGE_SIZE == 0
+        ARENA_SIZE.is_multiple_of(os::HUGE_PAGE_SIZE)
             && self
                 .huge_pages_from
                 .is_some_and(|from| in_use as u64 >= from)
@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn slots_ask_for_huge_pages_once_enough_arena_memory_is_in_use() {
-        let whole_huge_pages = ARENA_SIZE % os::HUGE_PAGE_SIZE == 0;
+        let whole_huge_pages = ARENA_SIZE.is_multiple_of(os::HUGE_PAGE_SIZE);
         let mut space = private_space(4);
         space.huge_pages_from = Some(2 * ARENA_SIZE as u64);
         let first = take_slot(&mut space);

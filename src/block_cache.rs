@@ -35,9 +35,10 @@
 //! owners' remote-free stacks (`heap`).
 //!
 //! Only the thread whose heap holds a cache touches it; statistics read
-//! `room` (an atomic written with plain stores) to count the blocks held.
+//! `room` (an atomic written with plain stores) to count the blocks held,
+//! through a raw field pointer ([`BlockCache::held_at`]).
 
-use core::ptr::null_mut;
+use core::ptr::{self, null_mut};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use crate::pool::Block;
@@ -133,13 +134,32 @@ impl BlockCache {
         self.room.load(Relaxed) == 0
     }
 
-    /// Blocks held (read by statistics from any thread).
+    /// Blocks held (the owning thread; other threads use [`Self::held_at`]).
     pub fn held(&self) -> usize {
-        let limit = self.limit.load(Relaxed);
+        // SAFETY: a reference is a valid pointer to a live cache.
+        unsafe { Self::held_at(self) }
+    }
+
+    /// Blocks held by the cache at `cache`, read from any thread (by
+    /// statistics) through raw field pointers to its two atomics, `room`
+    /// and `limit`. Never a `&BlockCache`, since the owner writes `head`
+    /// meanwhile (see `pool`'s module essay).
+    ///
+    /// # Safety
+    /// `cache` points to a live cache of a heap whose creation the caller
+    /// has seen (statistics hold the heap registry's lock).
+    pub unsafe fn held_at(cache: *const BlockCache) -> usize {
+        // SAFETY: valid pointer (caller); both fields are atomics.
+        let (limit, room) = unsafe {
+            (
+                (*ptr::addr_of!((*cache).limit)).load(Relaxed),
+                (*ptr::addr_of!((*cache).room)).load(Relaxed),
+            )
+        };
         if limit & CLOSED != 0 {
             return 0;
         }
-        limit.saturating_sub(self.room.load(Relaxed)) as usize
+        limit.saturating_sub(room) as usize
     }
 
     /// Take the most recently cached block, or null.

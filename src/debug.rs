@@ -53,7 +53,7 @@ struct Header {
     pads: [u8; WORD - 1],
 }
 
-const _: () = assert!(HEAD == 32 && HEAD % 16 == 0);
+const _: () = assert!(HEAD == 32 && HEAD.is_multiple_of(16));
 
 /// API-family id of a domain, as stored in the block.
 pub fn api_id(domain: Domain) -> u8 {

@@ -275,7 +275,7 @@ unsafe fn cache_of_class_size(heap: *mut Heap, block_size: u32) -> *mut BlockCac
 fn class_offset<T>(block_size: u32) -> usize {
     let class_times_alignment = block_size as usize - ALIGNMENT;
     let entry = core::mem::size_of::<T>();
-    if entry % ALIGNMENT == 0 {
+    if entry.is_multiple_of(ALIGNMENT) {
         class_times_alignment * (entry / ALIGNMENT)
     } else {
         class_times_alignment / ALIGNMENT * entry
@@ -969,11 +969,14 @@ pub fn cached_blocks() -> [usize; NUM_SIZE_CLASSES] {
     let registry = REGISTRY.lock();
     let mut cached = [0; NUM_SIZE_CLASSES];
     let mut heap = registry.all;
-    // SAFETY: heap records are never unmapped; `len` reads an atomic.
+    // SAFETY: heap records are never unmapped, and the registry lock keeps
+    // `all_next` still. Their owners write their caches meanwhile, so each
+    // cache is read through a raw pointer (`held_at`), never a reference.
     unsafe {
         while !heap.is_null() {
+            let caches = ptr::addr_of!((*heap).cache).cast::<BlockCache>();
             for (class, count) in cached.iter_mut().enumerate() {
-                *count += (*heap).cache[class].held();
+                *count += BlockCache::held_at(caches.add(class));
             }
             heap = (*heap).all_next;
         }
@@ -989,12 +992,14 @@ pub fn totals() -> HeapTotals {
         ..HeapTotals::default()
     };
     let mut heap = registry.all;
-    // SAFETY: heap records are never unmapped; counters are atomics.
+    // SAFETY: heap records are never unmapped, and the registry lock keeps
+    // `all_next` still. Their owners write them meanwhile, so only atomic
+    // fields are read, each through a raw field pointer: never a reference
+    // to a whole heap (see `pool`'s module essay).
     unsafe {
         while !heap.is_null() {
-            let h = &*heap;
-            let pools = h.pools_owned.load(Ordering::Relaxed);
-            match h.state.load(Ordering::Relaxed) {
+            let pools = (*ptr::addr_of!((*heap).pools_owned)).load(Ordering::Relaxed);
+            match (*ptr::addr_of!((*heap).state)).load(Ordering::Relaxed) {
                 1 => totals.live += 1,
                 // Orphaned heaps (fork children) hold their pools for good.
                 2 | 4 => {
@@ -1003,10 +1008,13 @@ pub fn totals() -> HeapTotals {
                 }
                 _ => totals.free += 1,
             }
-            totals.remote_frees += h.counters.remote_frees_received.load(Ordering::Relaxed);
-            totals.pools_taken += h.counters.pools_taken.load(Ordering::Relaxed);
-            totals.pools_given_back += h.counters.pools_given_back.load(Ordering::Relaxed);
-            heap = h.all_next;
+            let counters = ptr::addr_of!((*heap).counters);
+            totals.remote_frees +=
+                (*ptr::addr_of!((*counters).remote_frees_received)).load(Ordering::Relaxed);
+            totals.pools_taken += (*ptr::addr_of!((*counters).pools_taken)).load(Ordering::Relaxed);
+            totals.pools_given_back +=
+                (*ptr::addr_of!((*counters).pools_given_back)).load(Ordering::Relaxed);
+            heap = (*heap).all_next;
         }
     }
     totals

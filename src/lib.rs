@@ -76,6 +76,11 @@
 //! validate their arguments and call the core. Rust programs can make the
 //! pools their global allocator with [`PyMalloc`] ([`global_alloc`]).
 
+// Every unsafe operation sits in an `unsafe` block of its own, also inside
+// `unsafe fn`s, and every such block says why it holds (`// SAFETY:`).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod address_map;
 pub mod allocator;
 pub mod arena;

@@ -5,12 +5,16 @@
 //! its pages).
 //!
 //! Everything the allocator keeps comes through here, so this is also where
-//! out-of-memory is injected in tests (`inject_map_failures`).
+//! the unit tests inject out-of-memory (`inject_map_failures`, compiled
+//! only into them: a build of the library has no injection and no
+//! thread-local read on its mappings).
 
+#[cfg(test)]
 use core::cell::Cell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(test)]
 std::thread_local! {
     /// Number of upcoming `map` calls of this thread that fail as if the OS
     /// were out of memory. Per thread, so that a test injecting failures
@@ -23,10 +27,19 @@ static BYTES_UNMAPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Make the calling thread's next `count` mappings fail (tests of the
 /// out-of-memory paths).
+#[cfg(test)]
 pub fn inject_map_failures(count: usize) {
     INJECTED_FAILURES.with(|n| n.set(count));
 }
 
+/// Outside the unit tests, no mapping fails on purpose.
+#[cfg(not(test))]
+#[inline(always)]
+fn injected_failure() -> bool {
+    false
+}
+
+#[cfg(test)]
 fn injected_failure() -> bool {
     INJECTED_FAILURES.with(|n| match n.get() {
         0 => false,
@@ -82,7 +95,7 @@ pub fn map(size: usize) -> Option<NonNull<u8>> {
 /// Map `size` bytes aligned to `align` (a power of two, a multiple of the
 /// page size): over-map by `align` and trim both ends.
 pub fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
-    debug_assert!(align.is_power_of_two() && size % page_size() == 0);
+    debug_assert!(align.is_power_of_two() && size.is_multiple_of(page_size()));
     let span = size.checked_add(align)?;
     let raw = map(span)?.as_ptr() as usize;
     // SAFETY: `raw` is a fresh mapping of `span` bytes, referred to by nothing.
@@ -133,7 +146,7 @@ pub unsafe fn unmap(addr: NonNull<u8>, size: usize) {
 /// no memory, no commit charge until [`commit`]. Not subject to injected
 /// failures (it is address space, not memory).
 pub fn reserve_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
-    debug_assert!(align.is_power_of_two() && size % page_size() == 0);
+    debug_assert!(align.is_power_of_two() && size.is_multiple_of(page_size()));
     let span = size.checked_add(align)?;
     // SAFETY: a fresh anonymous mapping at an address of the kernel's
     // choosing cannot alias anything; failure is reported as MAP_FAILED.
@@ -184,7 +197,7 @@ pub const HUGE_PAGE_SIZE: usize = 2 << 20;
 /// range works as before. The advice lives on the mapping, so a range
 /// replaced by [`decommit`] loses it.
 pub fn advise_huge_pages(address: usize, size: usize) -> bool {
-    debug_assert!(address % HUGE_PAGE_SIZE == 0 && size % HUGE_PAGE_SIZE == 0);
+    debug_assert!(address.is_multiple_of(HUGE_PAGE_SIZE) && size.is_multiple_of(HUGE_PAGE_SIZE));
     // SAFETY: advice on a range of ours; it does not change its contents.
     unsafe { libc::madvise(address as *mut libc::c_void, size, libc::MADV_HUGEPAGE) == 0 }
 }

@@ -18,6 +18,18 @@
 //! read `used`, `class` and `state`, which are atomics for that reason —
 //! written with plain relaxed stores, never read-modify-write.
 //!
+//! The rule for records other threads use at the same time (pools here,
+//! and likewise heaps and their block caches): no reference to the whole
+//! record, `&` or `&mut`, while another thread may write or read it. A
+//! `&Pool` would promise that no byte of the record outside its atomics
+//! changes while it lives, and a `&mut Pool` that nothing else reads it,
+//! even its atomics. So a thread that does not own a record reads it only
+//! through raw pointers to single fields (`ptr::addr_of!((*pool).used)`),
+//! and only its atomics (or fields that the lock it holds keeps still), as
+//! [`observe`] does; and the owner writes its plain fields through the raw
+//! pointer (`(*pool).free = ...`), never through a `&mut` to the record,
+//! as [`prepare`] and [`carve`] do.
+//!
 //! Blocks are carved lazily: `next_offset` marks the first block never
 //! handed out, and the fresh blocks starting in one page (`CARVE_BYTES`)
 //! are threaded onto the free list at a time.
@@ -125,15 +137,22 @@ impl SentinelPool {
     }
 }
 
-impl Pool {
+impl PoolState {
     #[inline(always)]
-    pub fn state(&self) -> PoolState {
-        match self.state.load(Relaxed) {
+    fn from_bits(bits: u8) -> PoolState {
+        match bits {
             1 => PoolState::Available,
             2 => PoolState::Full,
             3 => PoolState::Cached,
             _ => PoolState::Unused,
         }
+    }
+}
+
+impl Pool {
+    #[inline(always)]
+    pub fn state(&self) -> PoolState {
+        PoolState::from_bits(self.state.load(Relaxed))
     }
 
     #[inline(always)]
@@ -166,6 +185,34 @@ impl Pool {
     }
 }
 
+/// What another thread (statistics) may see of a pool record.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed {
+    pub state: PoolState,
+    pub class: usize,
+    pub used: u32,
+}
+
+/// Read the atomic fields of `pool` from any thread, through raw field
+/// pointers: never a reference to the record, whose plain fields its owner
+/// may be writing (see the module's rule).
+///
+/// # Safety
+/// `pool` is the record of a carved pool of a mapped arena, and stays
+/// mapped during the call.
+pub unsafe fn observe(pool: *const Pool) -> Observed {
+    // SAFETY: the record is mapped (caller); each read goes through a raw
+    // pointer to one atomic field, so it creates no reference to the
+    // record and races only with relaxed atomic stores.
+    unsafe {
+        Observed {
+            state: PoolState::from_bits((*ptr::addr_of!((*pool).state)).load(Relaxed)),
+            class: (*ptr::addr_of!((*pool).class)).load(Relaxed) as usize,
+            used: (*ptr::addr_of!((*pool).used)).load(Relaxed),
+        }
+    }
+}
+
 /// Prepare the pool at `pool` to serve `class` for `owner`. A pool that last
 /// served the same class keeps its free list and carving position; any
 /// other starts empty and is carved lazily.
@@ -174,8 +221,6 @@ impl Pool {
 /// `pool` is a pool of one of our arenas with no allocated block, owned by
 /// the caller (taken from an arena or the caller's empty cache).
 pub unsafe fn prepare(pool: *mut Pool, class: usize, owner: *mut Heap) {
-    // SAFETY: the caller owns the pool exclusively, so plain writes are fine.
-    let p = unsafe { &mut *pool };
     // Even a pool that last held this class starts over from its first
     // block (CPython keeps the old free list then): the blocks of an empty
     // pool went back in whatever order the program freed them, and handing
@@ -183,14 +228,20 @@ pub unsafe fn prepare(pool: *mut Pool, class: usize, owner: *mut Heap) {
     // other, which the GC and every container walk in allocation order.
     // Measured: the demo's container rounds ran 25 % slower on reused
     // memory with the old free lists than on fresh arenas.
-    p.free = null_mut();
-    p.next_offset = 0;
-    p.block_size = block_size(class) as u32;
-    p.class.store(class as u16, Relaxed);
-    p.set_used(0);
-    p.owner.store(owner, Relaxed);
-    p.next = null_mut();
-    p.prev = null_mut();
+    // SAFETY: the caller owns the pool, so no other thread writes its
+    // plain fields; statistics may read its atomics at the same time, so
+    // every write goes through the raw pointer, one field at a time, and
+    // no `&mut Pool` is formed (module essay).
+    unsafe {
+        (*pool).free = null_mut();
+        (*pool).next_offset = 0;
+        (*pool).block_size = block_size(class) as u32;
+        (*pool).class.store(class as u16, Relaxed);
+        (*pool).used.store(0, Relaxed);
+        (*pool).owner.store(owner, Relaxed);
+        (*pool).next = null_mut();
+        (*pool).prev = null_mut();
+    }
 }
 
 /// Thread up to `CARVE_BYTES` of never-used blocks onto the free list of
@@ -199,11 +250,14 @@ pub unsafe fn prepare(pool: *mut Pool, class: usize, owner: *mut Heap) {
 /// # Safety
 /// The caller owns `pool`, an initialised pool of one of our arenas.
 pub unsafe fn carve(pool: *mut Pool) -> bool {
-    // SAFETY: the caller owns the pool exclusively.
-    let p = unsafe { &mut *pool };
-    debug_assert!(p.free.is_null());
-    let size = p.block_size as usize;
-    let start = p.next_offset as usize;
+    // SAFETY: the caller owns the pool, so no other thread writes its
+    // plain fields; these reads and the writes below go through the raw
+    // pointer, one field at a time, never a `&mut Pool`, because
+    // statistics may read the record's atomics meanwhile (module essay).
+    let (size, start) = unsafe {
+        debug_assert!((*pool).free.is_null());
+        ((*pool).block_size as usize, (*pool).next_offset as usize)
+    };
     let available = (POOL_SIZE - start) / size;
     if available == 0 {
         return false;
@@ -221,10 +275,13 @@ pub unsafe fn carve(pool: *mut Pool) -> bool {
         unsafe { (*((base + offset) as *mut Block)).next = (base + offset + size) as *mut Block };
         offset += size;
     }
-    // SAFETY: as above, for the last carved block.
-    unsafe { (*((base + offset) as *mut Block)).next = null_mut() };
-    p.free = (base + start) as *mut Block;
-    p.next_offset = (offset + size) as u32;
+    // SAFETY: as above, for the last carved block; then the owner's
+    // plain fields, through the raw pointer (see above).
+    unsafe {
+        (*((base + offset) as *mut Block)).next = null_mut();
+        (*pool).free = (base + start) as *mut Block;
+        (*pool).next_offset = (offset + size) as u32;
+    }
     true
 }
 

@@ -14,7 +14,7 @@ use crate::config::{
 };
 use crate::heap::{self, HeapTotals};
 use crate::os;
-use crate::pool::{Pool, PoolState};
+use crate::pool::{self, PoolState};
 use crate::size_class::{block_size, blocks_per_pool, quantization_loss};
 
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -72,17 +72,18 @@ pub fn snapshot() -> Snapshot {
         for view in arenas.views() {
             snap.unused_pools += POOLS_PER_ARENA - view.carved;
             for index in METADATA_POOLS..view.carved {
-                let pool = crate::pool::pool_record(view.base, index) as *const Pool;
+                let pool = pool::pool_record(view.base, index);
                 // SAFETY: carved pools lie inside a mapped arena (we hold
-                // the arena lock, so it cannot be unmapped); the fields read
-                // are atomics, since owners update them concurrently.
-                let pool = unsafe { &*pool };
-                match pool.state() {
+                // the arena lock, so it cannot be unmapped). Their owners
+                // update the records meanwhile: `observe` reads only the
+                // atomic fields, through raw field pointers.
+                let pool = unsafe { pool::observe(pool) };
+                match pool.state {
                     PoolState::Unused => snap.unused_pools += 1,
                     PoolState::Cached => snap.cached_pools += 1,
                     PoolState::Available | PoolState::Full => {
-                        let class = pool.class().min(NUM_SIZE_CLASSES - 1);
-                        let used = (pool.used() as usize).min(blocks_per_pool(class));
+                        let class = pool.class.min(NUM_SIZE_CLASSES - 1);
+                        let used = (pool.used as usize).min(blocks_per_pool(class));
                         let entry = &mut snap.classes[class];
                         entry.pools += 1;
                         entry.blocks_in_use += used;
@@ -126,7 +127,7 @@ fn grouped(value: u64) -> String {
     let digits = value.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

@@ -40,7 +40,7 @@ def setups(opts):
     }
     for name, path in PEERS.items():
         if not os.path.exists(path):
-            sys.exit(f"bench.py: {path} is missing (make peers installs it)")
+            sys.exit(f"bench.py: {path} is missing (sh scripts/install_deps.sh bench installs it)")
         found[f"malloc ({name})"] = ([opts.python], {"PYTHONMALLOC": "malloc", "LD_PRELOAD": path})
     return found
 

@@ -76,7 +76,8 @@ typedef struct _typeobject {
 /* Declared here only when CPython's Python.h is not included. */
 #ifdef __cplusplus
 extern "C" {
-#endif
+#endif // __cplusplus
+
 /*
  Object heap: allocate `size` bytes (pooled by default). Zero bytes give
  a distinct non-NULL pointer; NULL on failure or `size > PY_SSIZE_T_MAX`.
@@ -171,9 +172,10 @@ PyVarObject *_PyObject_GC_NewVar(PyTypeObject *tp, Py_ssize_t nitems);
  `op` is NULL or a live GC object of this library.
  */
 void PyObject_GC_Del(void *op);
+
 #ifdef __cplusplus
-}
-#endif
+}  // extern "C"
+#endif  // __cplusplus
 
 #define PyObject_MALLOC         PyObject_Malloc
 #define PyObject_REALLOC        PyObject_Realloc

@@ -61,7 +61,8 @@ typedef struct {
 /* Declared here only when CPython's Python.h is not included. */
 #ifdef __cplusplus
 extern "C" {
-#endif
+#endif // __cplusplus
+
 /*
  Raw heap: allocate `size` bytes. Safe to call from any thread, with no
  lock held. Zero bytes give a distinct non-NULL pointer; NULL on
@@ -126,9 +127,10 @@ void PyMem_Free(void *ptr);
  allocating: blocks allocated earlier carry no debug header.
  */
 void PyMem_SetupDebugHooks(void);
+
 #ifdef __cplusplus
-}
-#endif
+}  // extern "C"
+#endif  // __cplusplus
 
 /* Macro forms. In CPython 3.x they are the functions (no inline fast path);
  * they exist so that code written for either spelling compiles. */
@@ -155,9 +157,6 @@ void PyMem_SetupDebugHooks(void);
 #define PyMem_DEL               PyMem_Free
 #endif /* !Py_PYTHON_H */
 
-#ifdef __cplusplus
-extern "C" {
-#endif
 /*
  Version of `PyCoreStats` this library fills in. Version 1 (without
  `blocks_in_block_caches`) is still accepted.
@@ -258,6 +257,10 @@ typedef struct {
    */
   size_t blocks_in_block_caches;
 } PyCoreStats;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
 
 /*
  Allocate `size` bytes from the pooled allocator (requests above the
@@ -375,9 +378,10 @@ int PyCore_InstallHooks(void);
  while the debug hooks were on.
  */
 int PyCore_CheckBlock(const void *ptr);
+
 #ifdef __cplusplus
-}
-#endif
+}  // extern "C"
+#endif  // __cplusplus
 
 /* Domains for PyCore_GetBackendName (CPython's PYMEM_DOMAIN_* values). */
 #define PYCORE_DOMAIN_RAW 0

@@ -6,7 +6,7 @@ Run a program on it with ``python -m pymalloc app.py`` (``python -m pymalloc
     pymalloc.active()        True when this interpreter's object heap is served by pymalloc-rs
     pymalloc.stats()         the allocator's statistics (PyCore_GetStats) as a Stats dataclass
     pymalloc.trim()          give free memory back (PyCore_Trim)
-    pymalloc.library_path()  the packaged libpymalloc.so (LD_PRELOAD, linking)
+    pymalloc.library_path()  the packaged libpymalloc.so (LD_PRELOAD, ctypes)
     pymalloc.include_dir()   the packaged C headers (pymalloc.h, for -I)
 
 Importing this package never loads the library: a process gets pymalloc-rs
@@ -75,7 +75,7 @@ def _packaged_library() -> str:
 
 
 def library_path() -> str:
-    """The packaged libpymalloc.so, for LD_PRELOAD or linking. Does not load it."""
+    """The packaged libpymalloc.so, for LD_PRELOAD or ctypes. Does not load it."""
     path = _packaged_library()
     if not os.path.isfile(path):
         raise FileNotFoundError(
