@@ -285,45 +285,11 @@ unsafe fn capture(domain: Domain, runtime: Option<&Runtime>) {
         // SAFETY: a valid out-parameter for CPython's getter.
         unsafe { (runtime.get)(domain as c_int, &mut current) };
     }
-    *wrapped = if !current.is_complete() || current.is_ours() {
-        LIBC_TABLE
-    } else if runtime.is_some_and(|runtime| is_builtin(&current, runtime)) {
-        // CPython's own allocator (pymalloc, or malloc with
-        // PYTHONMALLOC=malloc) hands every request our pools pass on (above
-        // the threshold) to libc's malloc and calloc, through the raw
-        // domain: three calls deep. Ours call libc's directly. Its free and
-        // realloc stay: they tell its own blocks from libc's, so blocks
-        // made before our table was installed go back where they belong.
-        PyMemAllocatorEx {
-            malloc: LIBC_TABLE.malloc,
-            calloc: LIBC_TABLE.calloc,
-            ..current
-        }
-    } else {
+    *wrapped = if current.is_complete() && !current.is_ours() {
         current
+    } else {
+        LIBC_TABLE
     };
-}
-
-/// Whether `table` is one of CPython's built-in allocators: no context,
-/// and its functions in the object that defines `PyMem_SetAllocator`
-/// (tracemalloc's and the debug hooks' tables have a context; an
-/// extension's functions live in the extension).
-fn is_builtin(table: &PyMemAllocatorEx, runtime: &Runtime) -> bool {
-    let object_of = |function: *const c_void| {
-        let mut info = empty_dl_info();
-        // SAFETY: dladdr fills `info` for any address, or returns 0.
-        let found = unsafe { libc::dladdr(function, &mut info) } != 0;
-        found.then_some(info.dli_fbase)
-    };
-    let libpython = object_of(runtime.set as *const c_void);
-    table.ctx.is_null()
-        && libpython.is_some()
-        && [
-            table.malloc.map(|f| f as *const c_void),
-            table.calloc.map(|f| f as *const c_void),
-        ]
-        .into_iter()
-        .all(|function| function.is_some_and(|f| object_of(f) == libpython))
 }
 
 /// A hook table serving `domain` from the pools, wrapping the domain's
