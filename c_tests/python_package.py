@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Python package pymalloc-rs, as its users get it: the wheel of `make
-wheel` installed into fresh virtual environments (python3, and the pyenv
-CPythons 3.8, 3.12 and 3.13 when present), then
+wheel` installed into fresh virtual environments (python3, and every pyenv
+CPython 3.8 to 3.13 present), then
 
 * the wheel: one file, tagged for every CPython 3, holding the library (no
   libpython among its needs), the headers and the module;
@@ -30,9 +30,9 @@ import sys
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# pyenv's CPythons tested besides python3 (the oldest supported and the
-# newest two), when installed.
-PYENV_VERSIONS = ("3.8", "3.12", "3.13")
+# pyenv's CPythons tested besides python3: every supported version, when
+# installed (python3's own version is tested once, as python3).
+PYENV_VERSIONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")
 # Quick CPython regression modules (scripts/cpython_tests.py runs more).
 REGRESSION_MODULES = ["test_list", "test_dict", "test_set"]
 
@@ -183,8 +183,11 @@ def check_wheel(wheel_dir):
 
 def interpreters(python3):
     found = [python3]
+    own = run([python3, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).stdout.strip()
     root = os.path.join(os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv")), "versions")
     for minor in PYENV_VERSIONS:
+        if minor == own:
+            continue
         candidates = sorted(glob.glob(os.path.join(root, minor + ".*", "bin", "python3")))
         if not candidates:
             print(f"skip: no CPython {minor} under {root}")
