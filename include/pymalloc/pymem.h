@@ -359,10 +359,14 @@ int PyCore_GetAllocator(int domain, PyMemAllocatorEx *allocator);
 /*
  Install the hook tables into the CPython runtime of this process for
  every heap configured as "pymalloc" (by default: mem and object),
- wrapping the allocators installed now. Call it before `Py_Initialize`
- (or from a running interpreter: the tables wrap, so this is safe).
- Returns 0, or -1 with a message on stderr when no CPython runtime is
- present. Installing twice is harmless.
+ wrapping the allocators installed now. Call it before `Py_Initialize`.
+ From a running interpreter it works too (the tables wrap the allocator
+ they replace, which keeps the blocks made before), unless a tool that
+ restores an allocator it saved earlier is active: tracemalloc started
+ before the call puts its saved allocator back at exit, which is then
+ handed our blocks (docs/python.md). Returns 0, or -1 with a message on
+ stderr when no CPython runtime is present. Installing twice is
+ harmless.
  */
 int PyCore_InstallHooks(void);
 
