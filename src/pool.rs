@@ -213,9 +213,9 @@ pub unsafe fn observe(pool: *const Pool) -> Observed {
     }
 }
 
-/// Prepare the pool at `pool` to serve `class` for `owner`. A pool that last
-/// served the same class keeps its free list and carving position; any
-/// other starts empty and is carved lazily.
+/// Prepare the pool at `pool` to serve `class` for `owner`: every pool,
+/// whatever it served last, starts empty and is carved lazily from its
+/// first block (see the comment inside for why).
 ///
 /// # Safety
 /// `pool` is a pool of one of our arenas with no allocated block, owned by

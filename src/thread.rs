@@ -2,10 +2,11 @@
 //!
 //! The slot is one pointer of thread-local storage, read on every
 //! allocation and every free. On x86-64 Linux it is defined in assembly
-//! and read with the initial-exec TLS model (`mov %fs:0`, plus an offset
-//! from the GOT): stable Rust's `thread_local!` in a shared library goes
-//! through `__tls_get_addr`, a call per access that costs ~1.7 ns on this
-//! machine (peer-allocators notes, §4). Elsewhere `thread_local!` is used.
+//! and read with the initial-exec TLS model (the slot's offset from the
+//! GOT, then a load through `%fs`: two instructions): stable Rust's
+//! `thread_local!` in a shared library goes through `__tls_get_addr`, a
+//! call on every access, which the fast paths cannot afford. Elsewhere
+//! `thread_local!` is used.
 //!
 //! A thread's slot holds the unattached placeholder heap until its first
 //! allocation (so the fast paths need no null test), then its heap; a
