@@ -1178,11 +1178,15 @@ mod tests {
         let owner = heap as usize;
         std::thread::spawn(move || {
             // A thread's first allocation gives it a heap (until then its
-            // cache is the placeholder's, which takes nothing).
+            // cache is the placeholder's, which takes nothing). The heap
+            // may be an adopted one whose class caches a collection of
+            // remote frees closed: a trim empties and opens them all.
             let first = alloc(0);
-            // SAFETY: this thread's block, and a live block handed over to it.
+            // SAFETY: this thread's block and heap, and a live block
+            // handed over to it.
             unsafe {
                 free(first);
+                trim(thread::current_heap());
                 free(block as *mut u8);
             }
             let again = alloc(class);
