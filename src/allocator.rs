@@ -127,20 +127,30 @@ fn malloc_unpooled_size<F: Fallback>(fallback: &F, size: usize) -> *mut u8 {
 }
 
 pub fn calloc_with<F: Fallback>(fallback: &F, count: usize, size: usize) -> *mut u8 {
-    let Some(total) = count.checked_mul(size) else {
-        return ptr::null_mut();
-    };
-    let class = match class_of(total) {
-        Some(class) => class,
-        None if total == 0 => 0,
-        None => return fallback.calloc(count, size),
-    };
-    let block = heap::alloc(class);
-    if !block.is_null() {
-        // SAFETY: the block has at least max(total, 1) bytes.
-        unsafe { ptr::write_bytes(block, 0, total.max(1)) };
+    match calloc_small(count, size) {
+        Some(block) => block,
+        None => calloc_unpooled(fallback, count, size),
     }
-    block
+}
+
+/// The calloc requests `calloc_small` declines: overflow (null), zero
+/// bytes (a distinct block of the smallest class) and products above the
+/// threshold (the fallback's).
+#[cold]
+#[inline(never)]
+pub fn calloc_unpooled<F: Fallback>(fallback: &F, count: usize, size: usize) -> *mut u8 {
+    match count.checked_mul(size) {
+        None => ptr::null_mut(),
+        Some(0) => {
+            let block = heap::alloc(0);
+            if !block.is_null() {
+                // SAFETY: a block of the smallest class has at least 1 byte.
+                unsafe { ptr::write_bytes(block, 0, 1) };
+            }
+            block
+        }
+        Some(_) => fallback.calloc(count, size),
+    }
 }
 
 /// # Safety

@@ -159,7 +159,7 @@ unsafe extern "C" fn hook_calloc(ctx: *mut c_void, count: usize, size: usize) ->
 unsafe fn hook_calloc_other(ctx: *mut c_void, count: usize, size: usize) -> *mut c_void {
     // SAFETY: guaranteed by the caller.
     let previous = unsafe { &*(ctx as *const PyMemAllocatorEx) };
-    allocator::calloc_with(&Previous(previous), count, size).cast()
+    allocator::calloc_unpooled(&Previous(previous), count, size).cast()
 }
 
 /// `hook_calloc` for tables made while the profiler is on.
@@ -170,8 +170,8 @@ unsafe extern "C" fn hook_calloc_profiled(
 ) -> *mut c_void {
     let bytes = count.saturating_mul(size);
     profile::record(profile::Event::Calloc, domain_of(ctx), bytes);
-    // SAFETY: as in `hook_malloc`.
-    unsafe { hook_calloc_other(ctx, count, size) }
+    // SAFETY: guaranteed by the caller, as for `hook_calloc`.
+    unsafe { hook_calloc(ctx, count, size) }
 }
 
 unsafe extern "C" fn hook_realloc(
@@ -202,11 +202,8 @@ unsafe extern "C" fn hook_realloc_profiled(
         None // the wrapped allocator's: its size is not known here
     };
     profile::record_realloc(domain_of(ctx), old_size, size);
-    // SAFETY: as in `hook_realloc`.
-    unsafe {
-        let previous = &*(ctx as *const PyMemAllocatorEx);
-        allocator::realloc_with(&Previous(previous), block.cast(), size).cast()
-    }
+    // SAFETY: guaranteed by the caller, as for `hook_realloc`.
+    unsafe { hook_realloc(ctx, block, size) }
 }
 
 unsafe extern "C" fn hook_free(ctx: *mut c_void, block: *mut c_void) {

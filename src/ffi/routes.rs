@@ -218,7 +218,7 @@ fn plain_calloc_other(count: usize, size: usize) -> *mut c_void {
     if !count_ok(count, size) {
         return core::ptr::null_mut();
     }
-    allocator::calloc(count, size).cast()
+    allocator::calloc_unpooled(&allocator::System, count, size).cast()
 }
 
 /// # Safety
