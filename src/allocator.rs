@@ -16,9 +16,10 @@ use core::ptr;
 
 use crate::address_map;
 use crate::arena_space;
-use crate::heap;
+use crate::heap::{self, Heap};
 use crate::size_class::class_of;
 use crate::system;
+use crate::thread;
 
 /// The allocator behind the pools: serves requests above the threshold
 /// and owns every pointer the address map does not know. The standalone
@@ -157,25 +158,33 @@ pub fn calloc_unpooled<F: Fallback>(fallback: &F, count: usize, size: usize) -> 
 /// `block` is null, or a live block of this allocator or of `fallback`.
 #[inline(always)]
 pub unsafe fn free_with<F: Fallback>(fallback: &F, block: *mut u8) {
-    if arena_space::contains(block as usize) {
+    let heap = thread::current_heap();
+    if heap::span_contains(heap, block as usize) {
         // SAFETY: a live block (caller) in the arena space is in one of
-        // our arenas.
-        unsafe { heap::free(block) }
+        // our arenas; `heap` is the calling thread's.
+        unsafe { heap::free_in(heap, block) }
     } else {
         // SAFETY: guaranteed by the caller.
-        unsafe { free_outside_space(*fallback, block) }
+        unsafe { free_outside_span(*fallback, heap, block) }
     }
 }
 
-/// Null, a block of an arena mapped outside the arena space, or the
-/// fallback's: out of line, so that the fast path above needs no frame.
+/// Null, a block of an arena mapped outside the arena space, the
+/// fallback's, or a block of the space that the calling thread's heap did
+/// not know the space's bounds for yet: out of line, so that the fast path
+/// above needs no frame.
 ///
 /// # Safety
-/// As for `free_with`.
+/// As for `free_with`; `heap` is the calling thread's.
 #[cold]
 #[inline(never)]
-unsafe fn free_outside_space<F: Fallback>(fallback: F, block: *mut u8) {
-    if address_map::in_arena_outside_space(block as usize) {
+unsafe fn free_outside_span<F: Fallback>(fallback: F, heap: *mut Heap, block: *mut u8) {
+    let address = block as usize;
+    if arena_space::contains(address) {
+        heap::learn_span(heap);
+        // SAFETY: a live block (caller) in the arena space is ours.
+        unsafe { heap::free(block) }
+    } else if address_map::in_arena_outside_space(address) {
         // SAFETY: the address map says the live block is in one of our arenas.
         unsafe { heap::free(block) }
     } else if !block.is_null() {

@@ -69,6 +69,15 @@ pub fn contains(address: usize) -> bool {
     address.wrapping_sub(BOUNDS.base.load(Ordering::Relaxed)) < size
 }
 
+/// The span's bounds, `(base, size)`: `(0, 0)` until the span is
+/// reserved, then fixed for the life of the process. Heaps keep a copy
+/// (see `heap::span_contains`), so that the free fast path tests the span
+/// without a second global load.
+pub fn bounds() -> (usize, usize) {
+    let size = BOUNDS.size.load(Ordering::Acquire);
+    (BOUNDS.base.load(Ordering::Relaxed), size)
+}
+
 /// The span's size for the next reservation (`PYMALLOC_ARENA_SPACE`).
 pub fn set_space_bytes(bytes: u64) {
     SPACE_BYTES.store(bytes, Ordering::Relaxed);

@@ -103,6 +103,22 @@ pub struct BlockCache {
     limit: AtomicU32,
 }
 
+/// Byte offset of `room` in a cache, for the free fast path's one-instruction
+/// room test (`heap::cache_take_room`), which decrements it in place: a
+/// borrow (it held 0) means no room, and it is set back with
+/// [`clear_room`].
+pub const ROOM_OFFSET: usize = core::mem::offset_of!(BlockCache, room);
+
+/// Set `room` back to 0 after a decrement in place found it at 0.
+///
+/// # Safety
+/// `cache` is a cache of the calling thread's heap.
+#[cold]
+pub unsafe fn clear_room(cache: *mut BlockCache) {
+    // SAFETY: valid pointer (caller); an atomic field.
+    unsafe { (*ptr::addr_of!((*cache).room)).store(0, Relaxed) };
+}
+
 /// In `limit`: the cache is closed, empty and takes nothing.
 const CLOSED: u32 = 1 << 31;
 
@@ -185,14 +201,40 @@ impl BlockCache {
     /// cache's class that it gives up (from any heap's pool).
     #[inline(always)]
     pub unsafe fn push(&mut self, block: *mut Block) -> bool {
-        let room = self.room.load(Relaxed);
-        if room == 0 {
+        // SAFETY: the owning thread (caller) is the only writer of `room`.
+        if unsafe { !Self::take_room(self) } {
             return false;
         }
+        // SAFETY: as guaranteed by the caller; room was taken above.
+        unsafe { self.push_counted(block) };
+        true
+    }
+
+    /// Park `block` in the place [`Self::take_room`] took for it.
+    ///
+    /// # Safety
+    /// As for [`Self::push`], and room was taken for this block.
+    #[inline(always)]
+    pub unsafe fn push_counted(&mut self, block: *mut Block) {
         // SAFETY: the caller gives up the block; its first word is ours.
         unsafe { (*block).next = self.head };
         self.head = block;
-        self.room.store(room - 1, Relaxed);
+    }
+
+    /// Take one unit of `room` (a place for one block): false, and `room`
+    /// left at 0, when there was none.
+    ///
+    /// # Safety
+    /// `cache` is a cache whose owning thread is the caller.
+    #[inline(always)]
+    pub unsafe fn take_room(cache: *mut BlockCache) -> bool {
+        // SAFETY: valid pointer (caller) to an atomic field.
+        let room = unsafe { &*ptr::addr_of!((*cache).room) };
+        let left = room.load(Relaxed);
+        if left == 0 {
+            return false;
+        }
+        room.store(left - 1, Relaxed);
         true
     }
 

@@ -90,6 +90,16 @@ pub struct Heap {
     all_next: *mut Heap,
     /// Link in the registry's abandoned or free list.
     list_next: *mut Heap,
+    /// This heap's copy of the arena space's bounds (`arena_space::bounds`),
+    /// read by free's ownership test next to the thread slot it reads
+    /// anyway, instead of a second global record. `(0, 0)`, containing
+    /// nothing, until a free of a block of the space finds the copy
+    /// missing (`learn_span`); the bounds never change after. Plain
+    /// fields, so that the test folds them into its operands: only the
+    /// heap's thread reads or writes them, and the placeholder heaps keep
+    /// `(0, 0)` (their threads' frees ask the space itself).
+    span_base: usize,
+    span_size: usize,
     pub counters: HeapCounters,
 }
 
@@ -107,6 +117,8 @@ const fn placeholder_heap() -> Heap {
         state: AtomicU8::new(HeapState::Free as u8),
         all_next: null_mut(),
         list_next: null_mut(),
+        span_base: 0,
+        span_size: 0,
         counters: HeapCounters {
             remote_frees_received: AtomicU64::new(0),
             pools_taken: AtomicU64::new(0),
@@ -205,7 +217,56 @@ unsafe fn pool_exhausted(heap: *mut Heap, pool: *mut Pool) {
     }
 }
 
-/// Free a block that the address map says is ours.
+/// Whether `address` lies in the arena space as `heap` knows it (false
+/// until the heap has learnt the bounds, see [`learn_span`]). Frees test
+/// this first, so that a block of ours costs no global load; a false
+/// answer sends the block to the cold path, which asks the space itself.
+#[inline(always)]
+pub fn span_contains(heap: *mut Heap, address: usize) -> bool {
+    // SAFETY: `heap` is the calling thread's heap (or a never-written
+    // placeholder): never unmapped, and its span fields are only written by
+    // its own thread (`learn_span`), so this read races with nothing.
+    let (base, size) = unsafe { ((*heap).span_base, (*heap).span_size) };
+    address.wrapping_sub(base) < size
+}
+
+/// Copy the arena space's bounds into `heap`, the calling thread's, after
+/// the space said it contains a block that [`span_contains`] did not know
+/// of. The placeholder heaps, which are never written, keep `(0, 0)`.
+#[cold]
+pub fn learn_span(heap: *mut Heap) {
+    if !is_attached(heap) {
+        return;
+    }
+    let (base, size) = crate::arena_space::bounds();
+    // SAFETY: the calling thread's own heap; only it uses these fields.
+    unsafe {
+        (*heap).span_base = base;
+        (*heap).span_size = size;
+    }
+}
+
+/// Free a block that the address map says is ours, from the calling
+/// thread, whether it has a heap or not.
+///
+/// # Safety
+/// `block` was returned by `alloc` and not freed since.
+#[inline]
+pub unsafe fn free(block: *mut u8) {
+    let heap = thread::current_heap();
+    if is_attached(heap) {
+        // SAFETY: guaranteed by the caller; the calling thread's heap.
+        unsafe { free_in(heap, block) }
+    } else {
+        // A thread without a heap caches nothing (the placeholders are
+        // never written): the block goes to its owner.
+        // SAFETY: guaranteed by the caller.
+        unsafe { free_uncached(heap, pool::pool_of(block as usize), block.cast()) }
+    }
+}
+
+/// Free a block that the address map says is ours, given the calling
+/// thread's heap.
 ///
 /// The block goes into the calling thread's block cache for its class,
 /// whichever heap owns its pool: the free needs no ownership test, and a
@@ -217,19 +278,65 @@ unsafe fn pool_exhausted(heap: *mut Heap, pool: *mut Pool) {
 /// else hands it over through the owner's remote-free stack.
 ///
 /// # Safety
-/// `block` was returned by `alloc` and not freed since.
+/// `heap` is [`thread::current_heap`] and a real heap, not a placeholder
+/// (whose caches must not be written: see [`cache_take_room`]); `block`
+/// was returned by `alloc` and not freed since.
 #[inline(always)]
-pub unsafe fn free(block: *mut u8) {
+pub unsafe fn free_in(heap: *mut Heap, block: *mut u8) {
     let pool = pool::pool_of(block as usize);
-    let heap = thread::current_heap();
     // SAFETY: `block` is live, so its pool's record is initialised and its
     // block size fixed until the pool empties; the placeholder heaps'
     // caches have no room, so they are never written.
     unsafe {
-        if !(*cache_of_class_size(heap, (*pool).block_size)).push(block.cast()) {
+        let block_size = (*pool).block_size;
+        if !cache_take_room(heap, block_size) {
             free_uncached(heap, pool, block.cast());
+            return;
         }
+        (*cache_of_class_size(heap, block_size)).push_counted(block.cast());
     }
+}
+
+/// Take a place in `heap`'s block cache for blocks of `block_size` bytes
+/// ([`BlockCache::take_room`]). On x86-64, with the default 16-byte class
+/// spacing, the cache's `room` is addressed as heap + block size + a
+/// constant inside the one `sub` instruction (see [`class_offset`]): no
+/// address arithmetic on the free fast path.
+///
+/// # Safety
+/// `heap` is the calling thread's heap, not a placeholder: the decrement
+/// in place writes `room` before it knows there was none, and a
+/// placeholder is shared by threads; `block_size` is a class's.
+#[inline(always)]
+unsafe fn cache_take_room(heap: *mut Heap, block_size: u32) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if core::mem::size_of::<BlockCache>() == ALIGNMENT {
+        // The cache of blocks of `block_size` bytes starts at
+        // `class_offset(block_size) = block_size - ALIGNMENT` into `cache`.
+        const ROOM: isize = (core::mem::offset_of!(Heap, cache) + block_cache::ROOM_OFFSET) as isize
+            - ALIGNMENT as isize;
+        // SAFETY: the address is `room` of the class's cache in `heap`
+        // (above), written only by the heap's thread, the caller; as in
+        // `BlockCache::take_room`, a borrow means it held 0, restored.
+        unsafe {
+            core::arch::asm!(
+                "sub dword ptr [{heap} + {block_size} + {room}], 1",
+                "jb {full}",
+                heap = in(reg) heap,
+                block_size = in(reg) block_size as usize,
+                room = const ROOM,
+                full = label {
+                    // SAFETY: as above.
+                    unsafe { block_cache::clear_room(cache_of_class_size(heap, block_size)) };
+                    return false;
+                },
+                options(nostack),
+            );
+        }
+        return true;
+    }
+    // SAFETY: as guaranteed by the caller.
+    unsafe { BlockCache::take_room(cache_of_class_size(heap, block_size)) }
 }
 
 /// A free that found its cache full (or off): into the pool if this heap
