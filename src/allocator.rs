@@ -159,7 +159,8 @@ pub fn calloc_unpooled<F: Fallback>(fallback: &F, count: usize, size: usize) -> 
 #[inline(always)]
 pub unsafe fn free_with<F: Fallback>(fallback: &F, block: *mut u8) {
     let heap = thread::current_heap();
-    if heap::span_contains(heap, block as usize) {
+    // SAFETY: the calling thread's heap.
+    if unsafe { heap::span_contains(heap, block as usize) } {
         // SAFETY: a live block (caller) in the arena space is in one of
         // our arenas; `heap` is the calling thread's.
         unsafe { heap::free_in(heap, block) }
@@ -181,9 +182,12 @@ pub unsafe fn free_with<F: Fallback>(fallback: &F, block: *mut u8) {
 unsafe fn free_outside_span<F: Fallback>(fallback: F, heap: *mut Heap, block: *mut u8) {
     let address = block as usize;
     if arena_space::contains(address) {
-        heap::learn_span(heap);
-        // SAFETY: a live block (caller) in the arena space is ours.
-        unsafe { heap::free(block) }
+        // SAFETY: the calling thread's heap (caller); a live block (caller)
+        // in the arena space is ours.
+        unsafe {
+            heap::learn_span(heap);
+            heap::free(block)
+        }
     } else if address_map::in_arena_outside_space(address) {
         // SAFETY: the address map says the live block is in one of our arenas.
         unsafe { heap::free(block) }

@@ -221,8 +221,11 @@ unsafe fn pool_exhausted(heap: *mut Heap, pool: *mut Pool) {
 /// until the heap has learnt the bounds, see [`learn_span`]). Frees test
 /// this first, so that a block of ours costs no global load; a false
 /// answer sends the block to the cold path, which asks the space itself.
+///
+/// # Safety
+/// `heap` is [`thread::current_heap`].
 #[inline(always)]
-pub fn span_contains(heap: *mut Heap, address: usize) -> bool {
+pub unsafe fn span_contains(heap: *mut Heap, address: usize) -> bool {
     // SAFETY: `heap` is the calling thread's heap (or a never-written
     // placeholder): never unmapped, and its span fields are only written by
     // its own thread (`learn_span`), so this read races with nothing.
@@ -233,8 +236,11 @@ pub fn span_contains(heap: *mut Heap, address: usize) -> bool {
 /// Copy the arena space's bounds into `heap`, the calling thread's, after
 /// the space said it contains a block that [`span_contains`] did not know
 /// of. The placeholder heaps, which are never written, keep `(0, 0)`.
+///
+/// # Safety
+/// `heap` is [`thread::current_heap`].
 #[cold]
-pub fn learn_span(heap: *mut Heap) {
+pub unsafe fn learn_span(heap: *mut Heap) {
     if !is_attached(heap) {
         return;
     }
@@ -313,7 +319,8 @@ unsafe fn cache_take_room(heap: *mut Heap, block_size: u32) -> bool {
     if core::mem::size_of::<BlockCache>() == ALIGNMENT {
         // The cache of blocks of `block_size` bytes starts at
         // `class_offset(block_size) = block_size - ALIGNMENT` into `cache`.
-        const ROOM: isize = (core::mem::offset_of!(Heap, cache) + block_cache::ROOM_OFFSET) as isize
+        const ROOM: isize = (core::mem::offset_of!(Heap, cache) + block_cache::ROOM_OFFSET)
+            as isize
             - ALIGNMENT as isize;
         // SAFETY: the address is `room` of the class's cache in `heap`
         // (above), written only by the heap's thread, the caller; as in
