@@ -418,9 +418,7 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
         let old = (*pool).free;
         (*block).next = old;
         (*pool).free = block;
-        let used = (*pool).used() - 1;
-        (*pool).set_used(used);
-        if old.is_null() || used == 0 {
+        if !pool::release_one(pool) || old.is_null() {
             pool_changed_list(heap, pool);
         }
     }

@@ -96,6 +96,45 @@ pub fn pool_of(address: usize) -> *mut Pool {
     (arena + index * RECORD) as *mut Pool
 }
 
+/// Count one block of `pool` as no longer allocated: false when that was
+/// its last (the pool is now empty). On x86-64 one `sub` on memory whose
+/// zero flag is the test, where a load, a decrement, a store and a test
+/// would be four: every free that reaches a pool (a teardown's, past the
+/// full block cache) takes this path.
+///
+/// # Safety
+/// The calling thread owns `pool` (the only writer of `used`), which has
+/// at least one allocated block.
+#[inline(always)]
+pub unsafe fn release_one(pool: *mut Pool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `used` is a valid, aligned 4-byte atomic written only by
+        // the owner, the caller: a plain read-modify-write of it is as good
+        // as the relaxed load and store it replaces (statistics only load
+        // it, and an aligned 4-byte access is never torn).
+        unsafe {
+            core::arch::asm!(
+                "sub dword ptr [{pool} + {used}], 1",
+                "jz {emptied}",
+                pool = in(reg) pool,
+                used = const core::mem::offset_of!(Pool, used),
+                emptied = label { return false; },
+                options(nostack),
+            );
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: as guaranteed by the caller; an atomic field.
+        let used = unsafe { &*ptr::addr_of!((*pool).used) };
+        let left = used.load(Relaxed) - 1;
+        used.store(left, Relaxed);
+        left != 0
+    }
+}
+
 /// The record of pool number `index` of the arena at `arena`.
 #[inline(always)]
 pub fn pool_record(arena: usize, index: usize) -> *mut Pool {
