@@ -173,7 +173,7 @@ def check_wheel(wheel_dir):
         f"wheel name {name}: expected version {version} (Cargo.toml) and the tag py3-none-manylinux_2_N_x86_64"
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    for member in ("pymalloc/__init__.py", "pymalloc/__main__.py", "pymalloc/libpymalloc.so",
+    for member in ("pymalloc/__init__.py", "pymalloc/__main__.py", "pymalloc/libpymalloc.so.0",
                    "pymalloc/include/pymalloc.h", "pymalloc/include/pymalloc/pymem.h",
                    "pymalloc/include/pymalloc/objimpl.h"):
         assert member in names, f"{name} lacks {member}: {sorted(names)}"
@@ -318,17 +318,13 @@ def check_runner(runner, python, version, work):
     with open(source, "w") as c_file:
         c_file.write(LAYOUT_C)
     program = os.path.join(work, "layout")
-    # The program records the library's SONAME, libpymalloc.so.0, which the
-    # package does not hold (it loads its library by path: docs/python.md):
-    # give the loader that name, linked to the packaged library.
-    soname_dir = os.path.join(work, "soname")
-    os.makedirs(soname_dir, exist_ok=True)
-    soname = os.path.join(soname_dir, "libpymalloc.so." + version.split(".")[0])
-    if os.path.lexists(soname):
-        os.remove(soname)
-    os.symlink(library, soname)
+    # The program records the library's SONAME, which is the packaged
+    # file's name: with the package directory as its run path, the loader
+    # finds it there, with no link of that name made by hand.
+    soname = "libpymalloc.so." + version.split(".")[0]
+    assert os.path.basename(library) == soname, f"library_path() {library} is not named {soname}"
     result = run(["gcc", "-std=c11", "-Wall", "-Werror", "-I", include, "-o", program, source, library,
-                  "-Wl,-rpath," + soname_dir])
+                  "-Wl,-rpath," + os.path.dirname(library)])
     assert result.returncode == 0, f"compiling against include_dir() and library_path(): {describe(result)}"
     size, offset, c_version = run([program]).stdout.split()
     layout = run([python, "-c", "import ctypes, pymalloc._library as l; "

@@ -2,7 +2,9 @@
 
 Builds libpymalloc.so with cargo (the release profile, as `make` does) and
 puts it, with the C headers of include/, into the wheel's `pymalloc`
-package: pymalloc/libpymalloc.so and pymalloc/include/. The library does
+package: pymalloc/libpymalloc.so.0 (under its SONAME, so that a program
+linked against it finds it by the name it records) and pymalloc/include/.
+The library does
 not link libpython, so one wheel serves every CPython 3: the wheel is
 tagged py3-none-manylinux_2_N_<arch>, where 2.N is the newest glibc symbol
 version the library needs, after checking that it needs no library beyond
@@ -54,7 +56,7 @@ class CargoLibraryHook(BuildHookInterface):
         glibc_minor = self._check_library(library)
         build_data["pure_python"] = False
         build_data["tag"] = f"py3-none-manylinux_2_{glibc_minor}_{platform.machine()}"
-        build_data["force_include"][library] = "pymalloc/libpymalloc.so"
+        build_data["force_include"][library] = "pymalloc/libpymalloc.so.0"
         build_data["force_include"][os.path.join(self.root, "include")] = "pymalloc/include"
 
     def _build_library(self):

@@ -6,7 +6,7 @@ Run a program on it with ``python -m pymalloc app.py`` (``python -m pymalloc
     pymalloc.active()        True when this interpreter's object heap is served by pymalloc-rs
     pymalloc.stats()         the allocator's statistics (PyCore_GetStats) as a Stats dataclass
     pymalloc.trim()          give free memory back (PyCore_Trim)
-    pymalloc.library_path()  the packaged libpymalloc.so (LD_PRELOAD, ctypes)
+    pymalloc.library_path()  the packaged libpymalloc.so.0 (LD_PRELOAD, ctypes, linking)
     pymalloc.include_dir()   the packaged C headers (pymalloc.h, for -I)
 
 Importing this package never loads the library: a process gets pymalloc-rs
@@ -71,11 +71,12 @@ Stats = _dataclass_of(
 
 
 def _packaged_library() -> str:
-    return os.path.join(_PACKAGE_DIR, "libpymalloc.so")
+    return os.path.join(_PACKAGE_DIR, "libpymalloc.so.0")
 
 
 def library_path() -> str:
-    """The packaged libpymalloc.so, for LD_PRELOAD or ctypes. Does not load it."""
+    """The packaged library, libpymalloc.so.0 (its SONAME), for LD_PRELOAD,
+    ctypes or linking a program against it. Does not load it."""
     path = _packaged_library()
     if not os.path.isfile(path):
         raise FileNotFoundError(

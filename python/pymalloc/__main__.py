@@ -2,7 +2,7 @@
 allocation.
 
 The program is run by this same interpreter (sys.executable, with the
-interpreter flags of this process) with the packaged libpymalloc.so put
+interpreter flags of this process) with the packaged libpymalloc.so.0 put
 first in LD_PRELOAD; the library's constructor installs its allocator
 tables before CPython starts (docs/cpython.md). os.execve replaces this
 process, so the arguments, environment, standard streams, exit status and
@@ -22,7 +22,7 @@ USAGE = f"usage: {PROG} [--stats] [--profile FILE] [--] (script | -m module | -c
 HELP = f"""{USAGE}
 
 Run a Python program on pymalloc-rs, as `python` would run it: the same
-interpreter and flags, with the packaged libpymalloc.so preloaded
+interpreter and flags, with the packaged libpymalloc.so.0 preloaded
 (LD_PRELOAD), so that every allocation of the interpreter is served by it.
 
 options (before the program; everything after it is the program's):
