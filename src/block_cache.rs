@@ -67,19 +67,6 @@ pub fn bytes_per_class() -> usize {
     BYTES_PER_CLASS.load(Relaxed)
 }
 
-/// `PYMALLOC_BLOCK_CACHE_BYTES`: bytes per class, 0 turns the caches off.
-pub fn bytes_from_env(value: Option<&str>) -> Result<usize, String> {
-    match value {
-        None => Ok(DEFAULT_BYTES_PER_CLASS),
-        Some(text) => match text.trim().parse::<usize>() {
-            Ok(bytes) if bytes <= 1 << 20 => Ok(bytes),
-            _ => Err(format!(
-                "PYMALLOC_BLOCK_CACHE_BYTES={text:?}: expected a whole number of bytes per size class, 0 to 1048576 (0 turns the block caches off)"
-            )),
-        },
-    }
-}
-
 /// How many blocks of `class` a cache holds with `budget` bytes per class.
 pub fn limit_for(class: usize, budget: usize) -> u32 {
     if budget == 0 {
@@ -248,17 +235,6 @@ mod tests {
             let bytes = limit * block_size(class);
             assert!(bytes <= DEFAULT_BYTES_PER_CLASS || limit == MIN_BLOCKS);
         }
-    }
-
-    #[test]
-    fn environment_values_are_checked() {
-        assert_eq!(bytes_from_env(None), Ok(DEFAULT_BYTES_PER_CLASS));
-        assert_eq!(bytes_from_env(Some("0")), Ok(0));
-        assert_eq!(bytes_from_env(Some(" 8192 ")), Ok(8192));
-        assert!(bytes_from_env(Some("lots"))
-            .unwrap_err()
-            .contains("PYMALLOC_BLOCK_CACHE_BYTES"));
-        assert!(bytes_from_env(Some("2000000")).is_err());
     }
 
     fn list(mut block: *mut Block) -> Vec<*mut Block> {
