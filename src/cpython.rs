@@ -21,8 +21,9 @@
 //!   as when libpython comes first. For the memory functions that is one
 //!   indirect jump: their routes lead straight to libpython's function
 //!   ([`crate::ffi::routes`]). (Exports that dispatched through CPython's
-//!   live tables themselves, found in libpython's data, measured 1-2 % more
-//!   instructions on Python workloads than this: docs/cpython.md.)
+//!   live tables themselves, found in libpython's data, measured more
+//!   whole-program instructions on Python workloads than this: the figures
+//!   are in docs/cpython.md and BENCHMARKS.md.)
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void, CStr};
