@@ -1,7 +1,7 @@
 """The allocation profiler through CPython's hooks: a child interpreter,
 the embedding runner or python3 with the library preloaded, runs with
 PYMALLOC_PROFILE and allocates 20,000 objects of 16 bytes; the profile it
-writes at exit must count them as object-heap mallocs of that size.
+writes at exit must count them as object-domain mallocs of that size.
 
 usage: cpython_profile.py PYTHON LIBRARY RUNNER"""
 import csv

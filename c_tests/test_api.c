@@ -164,7 +164,7 @@ static void backend_names(void)
     CHECK(PyCore_GetBackendName(-1) == NULL && PyCore_GetBackendName(3) == NULL, "unknown domains give NULL");
     if (getenv("PYMALLOC") == NULL && getenv("PYMALLOC_OBJ") == NULL) {
         void *p = PyObject_Malloc(32);
-        CHECK(strcmp(obj, "pymalloc") == 0 && PyCore_IsPooled(p), "object heap is pooled by default");
+        CHECK(strcmp(obj, "pymalloc") == 0 && PyCore_IsPooled(p), "object domain is pooled by default");
         PyObject_Free(p);
     }
 }

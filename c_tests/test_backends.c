@@ -1,6 +1,6 @@
-/* The heaps' backends chosen by the environment at load time: the program
+/* The domains' backends chosen by the environment at load time: the program
  * re-executes itself under each setting and checks, in the child, what
- * serves each heap; an invalid value must abort with a clear message. */
+ * serves each domain; an invalid value must abort with a clear message. */
 #include <pymalloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -95,6 +95,6 @@ int main(int argc, char **argv)
     result = run(argv[0], bad_heap, "malloc", "pymalloc", "pymalloc", err, sizeof err);
     CHECK(result == 128 + SIGABRT && strstr(err, "PYMALLOC_MEM") != NULL, "PYMALLOC_MEM=tcmalloc aborts: %s", err);
     if (!failures)
-        puts("ok: PYMALLOC, PYMALLOC_RAW/MEM/OBJ select each heap's backend; invalid values abort with a message");
+        puts("ok: PYMALLOC, PYMALLOC_RAW/MEM/OBJ select each domain's backend; invalid values abort with a message");
     return failures ? 1 : 0;
 }

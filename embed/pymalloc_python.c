@@ -1,5 +1,5 @@
 /* pymalloc-python: the python3 command with pymalloc-rs serving CPython's
- * memory and object heaps from the first allocation on.
+ * memory and object domains from the first allocation on.
  *
  * It is CPython's own `python3` main program plus the lines an embedder
  * adds: include <pymalloc.h>, call PyCore_InstallHooks() before the

@@ -1,6 +1,6 @@
 //! The pooled allocator's entry points, with CPython's semantics for
 //! `_PyObject_Malloc`/`Calloc`/`Realloc`/`Free` (the functions behind
-//! `PyCore_*` and every heap configured as `pymalloc`):
+//! `PyCore_*` and every domain configured as `pymalloc`):
 //!
 //! * 1..=threshold bytes come from the calling thread's pools; zero bytes
 //!   get a distinct block of the smallest class (CPython asks `malloc(1)`;

@@ -140,17 +140,6 @@ pub fn set_decay_ms(ms: u64) {
     DECAY_MS.store(ms, Ordering::Relaxed);
 }
 
-/// `PYMALLOC_ARENA_DECAY_MS`: unset keeps the default, otherwise a whole
-/// number of milliseconds.
-pub fn decay_from_env(value: Option<&str>) -> Result<u64, String> {
-    match value {
-        None => Ok(DEFAULT_DECAY_MS),
-        Some(text) => text.trim().parse::<u64>().map_err(|_| {
-            format!("PYMALLOC_ARENA_DECAY_MS={text:?}: expected a whole number of milliseconds (0 returns free arenas at once)")
-        }),
-    }
-}
-
 const BUCKETS: usize = BLOCK_POOLS_PER_ARENA + 1;
 const BITMAP_WORDS: usize = BUCKETS.div_ceil(64);
 const RECORDS_PER_CHUNK: usize = 64 * 1024 / core::mem::size_of::<Arena>();
@@ -1092,18 +1081,5 @@ mod tests {
         assert_eq!(lengthened, [60, 120, 240, 480, 960, 1000, 1000]);
         assert_eq!(late, 500);
         assert_eq!(shortened, [250, 125, 62, 31, 30, 30]);
-    }
-
-    #[test]
-    fn the_decay_time_comes_from_the_environment_or_is_refused() {
-        assert_eq!(decay_from_env(None), Ok(DEFAULT_DECAY_MS));
-        assert_eq!(decay_from_env(Some("0")), Ok(0));
-        assert_eq!(decay_from_env(Some(" 250 ")), Ok(250));
-        let error = decay_from_env(Some("soon")).unwrap_err();
-        assert!(
-            error.contains("PYMALLOC_ARENA_DECAY_MS=\"soon\""),
-            "{error}"
-        );
-        assert!(decay_from_env(Some("-1")).is_err());
     }
 }

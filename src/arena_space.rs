@@ -87,44 +87,6 @@ pub fn space_bytes() -> u64 {
     SPACE_BYTES.load(Ordering::Relaxed)
 }
 
-/// `PYMALLOC_ARENA_SPACE`: a size in bytes with an optional `K`, `M`, `G`
-/// or `T` suffix (powers of 1024), a multiple of the arena size and at
-/// most `MAX_SPACE_BYTES`; `0` reserves nothing (every arena mapped on its
-/// own). Unset keeps the default.
-pub fn space_from_env(value: Option<&str>) -> Result<u64, String> {
-    let Some(text) = value else {
-        return Ok(DEFAULT_SPACE_BYTES);
-    };
-    match parse_size(text) {
-        Some(bytes) if bytes <= MAX_SPACE_BYTES && bytes % ARENA_SIZE as u64 == 0 => Ok(bytes),
-        _ => Err(format!(
-            "PYMALLOC_ARENA_SPACE={text:?}: expected a size such as 32G, 512M or 0 \
-             (a multiple of the {ARENA_SIZE}-byte arena size, at most {}G)",
-            MAX_SPACE_BYTES >> 30
-        )),
-    }
-}
-
-/// A size in bytes with an optional `K`, `M`, `G` or `T` suffix (powers of
-/// 1024), surrounding blanks allowed.
-fn parse_size(text: &str) -> Option<u64> {
-    let trimmed = text.trim();
-    let (digits, shift) = match trimmed.char_indices().last() {
-        Some((at, suffix)) if suffix.is_ascii_alphabetic() => {
-            let shift = match suffix.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return None,
-            };
-            (&trimmed[..at], shift)
-        }
-        _ => (trimmed, 0),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
 /// Arena memory in use from which new arenas ask for transparent huge
 /// pages, unless `PYMALLOC_HUGE_PAGES` says otherwise. A huge page is
 /// resident whole from its first touch, so an arena whose pools are not
@@ -148,26 +110,6 @@ pub fn set_huge_pages_from(bytes: Option<u64>) {
 
 pub fn huge_pages_from() -> Option<u64> {
     Some(HUGE_PAGES_FROM.load(Ordering::Relaxed)).filter(|&bytes| bytes != HUGE_PAGES_OFF)
-}
-
-/// `PYMALLOC_HUGE_PAGES`: `off`, or the arena memory in use (a size with an
-/// optional `K`, `M` or `G` suffix) from which new arenas ask for
-/// transparent huge pages; `0` asks from the first arena. Unset keeps the
-/// default.
-pub fn huge_pages_from_env(value: Option<&str>) -> Result<Option<u64>, String> {
-    let Some(text) = value else {
-        return Ok(Some(DEFAULT_HUGE_PAGES_FROM));
-    };
-    if text.trim().eq_ignore_ascii_case("off") {
-        return Ok(None);
-    }
-    match parse_size(text) {
-        Some(bytes) if bytes < HUGE_PAGES_OFF => Ok(Some(bytes)),
-        _ => Err(format!(
-            "PYMALLOC_HUGE_PAGES={text:?}: expected off, or the arena memory in use from \
-             which arenas ask for huge pages, such as 64M (the default) or 0 (always)"
-        )),
-    }
 }
 
 /// What [`ArenaSpace::take`] found.
@@ -377,32 +319,6 @@ impl Default for ArenaSpace {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sizes_parse_with_units_and_are_validated() {
-        assert_eq!(space_from_env(None), Ok(DEFAULT_SPACE_BYTES));
-        assert_eq!(space_from_env(Some("0")), Ok(0));
-        assert_eq!(space_from_env(Some("32G")), Ok(32 << 30));
-        assert_eq!(space_from_env(Some(" 512m ")), Ok(512 << 20));
-        assert_eq!(space_from_env(Some("1T")), Ok(1 << 40));
-        assert_eq!(
-            space_from_env(Some(&(ARENA_SIZE * 3).to_string())),
-            Ok(ARENA_SIZE as u64 * 3)
-        );
-        for bad in [
-            "",
-            "G",
-            "lots",
-            "12X",
-            "-1G",
-            "64T",
-            "99999999999999999999",
-            "1K",
-        ] {
-            let error = space_from_env(Some(bad)).unwrap_err();
-            assert!(error.contains("PYMALLOC_ARENA_SPACE"), "{bad}: {error}");
-        }
-    }
-
     /// A private span (not the process's: only `contains` reads the global
     /// bounds, and the global span is the arenas' own).
     fn private_space(slots: usize) -> ArenaSpace {
@@ -442,20 +358,6 @@ mod tests {
         vm_flags_of(address)
             .split_whitespace()
             .any(|flag| flag == "hg")
-    }
-
-    #[test]
-    fn huge_page_settings_parse_and_are_validated() {
-        assert_eq!(huge_pages_from_env(None), Ok(Some(DEFAULT_HUGE_PAGES_FROM)));
-        assert_eq!(huge_pages_from_env(Some("off")), Ok(None));
-        assert_eq!(huge_pages_from_env(Some(" OFF ")), Ok(None));
-        assert_eq!(huge_pages_from_env(Some("0")), Ok(Some(0)));
-        assert_eq!(huge_pages_from_env(Some("128M")), Ok(Some(128 << 20)));
-        assert_eq!(huge_pages_from_env(Some("1G")), Ok(Some(1 << 30)));
-        for bad in ["", "on", "yes", "12X", "-1", "99999999999999999999"] {
-            let error = huge_pages_from_env(Some(bad)).unwrap_err();
-            assert!(error.contains("PYMALLOC_HUGE_PAGES"), "{bad}: {error}");
-        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Build-time configuration: the tunables of the 2002 proposal (alignment and
 //! size-class spacing, small-request threshold, pool size, arena size) and
-//! the default backend of each heap. Values come from `build.rs`, which
+//! the default backend of each domain. Values come from `build.rs`, which
 //! validates them; everything here is derived from them at compile time.
 
 include!(concat!(env!("OUT_DIR"), "/config.rs"));

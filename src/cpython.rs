@@ -21,8 +21,9 @@
 //!   as when libpython comes first. For the memory functions that is one
 //!   indirect jump: their routes lead straight to libpython's function
 //!   ([`crate::ffi::routes`]). (Exports that dispatched through CPython's
-//!   live tables themselves, found in libpython's data, measured 1-2 % more
-//!   instructions on Python workloads than this: docs/cpython.md.)
+//!   live tables themselves, found in libpython's data, measured more
+//!   whole-program instructions on Python workloads than this: the figures
+//!   are in docs/cpython.md and BENCHMARKS.md.)
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void, CStr};
@@ -442,8 +443,9 @@ forwards!(
 );
 
 /// libpython's own memory functions for `domain`, when a libpython comes
-/// after us in lookup order (the targets of a forwarding domain's routes).
-pub fn forward_targets(domain: Domain) -> Option<Targets> {
+/// after us in lookup order: `on_load` forwards the domain's exports to
+/// them ([`domain::forward`]).
+fn forward_targets(domain: Domain) -> Option<Targets> {
     let f = &FORWARDS;
     let [malloc, calloc, realloc, free] = match domain {
         Domain::Raw => [
@@ -503,7 +505,7 @@ pub(crate) use return_via_libpython;
 
 /// Whether this library was loaded through `LD_PRELOAD`.
 fn preloaded() -> bool {
-    let Some(preload) = std::env::var_os("LD_PRELOAD") else {
+    let Some(preload) = crate::options::ld_preload() else {
         return false;
     };
     let mut info: libc::Dl_info = empty_dl_info();
@@ -549,10 +551,12 @@ fn interpreter_initialized() -> bool {
 /// `PYTHONDEVMODE` or `-X dev` ask for another allocator.
 pub fn on_load() {
     resolve_forwards();
-    if !FORWARDS.PyObject_Malloc.load(Ordering::Relaxed).is_null() {
-        domain::enable_forwarding();
+    for domain in Domain::ALL {
+        if let Some(libpython) = forward_targets(domain) {
+            domain::forward(domain, libpython);
+        }
     }
-    if !preloaded() || std::env::var_os("PYMALLOC_CPYTHON").is_some_and(|v| v == "0") {
+    if !preloaded() || !crate::options::cpython_install_allowed() {
         return;
     }
     if runtime().is_none() || interpreter_initialized() {

@@ -28,8 +28,8 @@ use core::ptr::{self, null_mut};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::allocator;
-use crate::domain::{Backend, Domain};
 use crate::report;
+use crate::setting::{Backend, Domain};
 use crate::sync::Locked;
 use crate::system;
 

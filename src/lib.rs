@@ -3,8 +3,8 @@
 //! CPython's small-object allocator ("pymalloc", `Objects/obmalloc.c`)
 //! rebuilt in Rust as a C library, and made thread-safe without a global
 //! lock on its fast paths. It exports the memory API of the 2002
-//! "Activating pymalloc" proposal as CPython grew it: the raw heap
-//! (`PyMem_Raw*`), the memory heap (`PyMem_*`), the object heap
+//! "Activating pymalloc" proposal as CPython grew it: the raw domain
+//! (`PyMem_Raw*`), the memory domain (`PyMem_*`), the object domain
 //! (`PyObject_*`), typed object creation (`PyObject_New`, `..._GC_New`, …)
 //! and the pooled allocator itself (`PyCore_*`).
 //!
@@ -63,12 +63,15 @@
 //!
 //! ## Modules
 //!
-//! Configuration ([`config`], from `build.rs`), the pieces above, the
-//! system allocator ([`system`]), the heaps' backend choice ([`domain`]),
-//! typed objects ([`object`]), the debug hooks ([`debug`]), statistics
-//! ([`stats`]), the allocation profiler ([`profile`]), the CPython hook
-//! tables and their installation ([`cpython`]), messages to the user
-//! ([`report`]) and the C ABI ([`ffi`]). Each memory function of the C
+//! Build-time configuration ([`config`], from `build.rs`), the pieces
+//! above, the system allocator ([`system`]), the domains and what can
+//! serve them (a leaf, [`setting`]), each domain's backend choice and
+//! routes ([`domain`]), every environment variable the library reads, with
+//! its parsing and checks ([`options`]), typed objects ([`object`]), the
+//! debug hooks ([`debug`]), statistics ([`stats`]), the allocation profiler
+//! ([`profile`]), the CPython hook tables, their installation and the
+//! forwarding of CPython-named exports to libpython ([`cpython`]),
+//! messages to the user ([`report`]) and the C ABI ([`ffi`]). Each memory function of the C
 //! ABI is one indirect jump through its domain's route, rewritten when the
 //! domain's state changes: to the pooled fast path for a plain domain, to
 //! libpython's function of the same name when a libpython comes after us,
@@ -94,10 +97,12 @@ pub mod ffi;
 pub mod global_alloc;
 pub mod heap;
 pub mod object;
+pub mod options;
 pub mod os;
 pub mod pool;
 pub mod profile;
 pub mod report;
+pub mod setting;
 pub mod size_class;
 pub mod stats;
 pub mod sync;
@@ -110,19 +115,18 @@ pub use global_alloc::PyMalloc;
 /// environment, registers the fork handlers before any thread can
 /// allocate, and connects to a CPython in the process (see [`cpython`]).
 extern "C" fn on_load() {
-    domain::configure_from_env();
+    options::configure_from_env();
     heap::install_fork_handlers();
     cpython::on_load();
-    if std::env::var_os("PYMALLOC_PROFILE").is_some_and(|v| !v.is_empty()) {
+    if options::profile_requested() {
         // SAFETY: registering a plain C function to run at exit.
         unsafe { libc::atexit(write_profile_at_exit) };
     }
-    if std::env::var_os("PYMALLOC_LEAKS").is_some_and(|v| v == "1") {
+    if options::leak_report_requested() {
         // SAFETY: registering a plain C function to run at exit.
         unsafe { libc::atexit(report_leaks_at_exit) };
     }
-    let to_stderr = std::env::var_os("PYMALLOC_STATS").is_some_and(|v| v == "1");
-    if to_stderr || std::env::var_os("PYMALLOC_STATS_FILE").is_some() {
+    if options::stats_to_stderr() || options::stats_file().is_some() {
         // SAFETY: registering a plain C function to run at exit.
         unsafe { libc::atexit(report_stats_at_exit) };
     }
@@ -131,12 +135,9 @@ extern "C" fn on_load() {
 /// `PYMALLOC_PROFILE=FILE`: the allocation profile. A `%p` in the name is
 /// replaced by the process id, so that every process of a run keeps its own.
 extern "C" fn write_profile_at_exit() {
-    let Some(name) = std::env::var_os("PYMALLOC_PROFILE") else {
+    let Some(path) = options::profile_file() else {
         return;
     };
-    let path = name
-        .to_string_lossy()
-        .replace("%p", &std::process::id().to_string());
     if let Err(error) = std::fs::write(&path, profile::render()) {
         report::message(format_args!("PYMALLOC_PROFILE={path}: {error}"));
     }
@@ -156,10 +157,10 @@ extern "C" fn report_stats_at_exit() {
     if snap.arenas.allocated_total == 0 {
         return;
     }
-    if std::env::var_os("PYMALLOC_STATS").is_some_and(|v| v == "1") {
+    if options::stats_to_stderr() {
         report::write_stderr(stats::render(&snap).as_bytes());
     }
-    if let Some(path) = std::env::var_os("PYMALLOC_STATS_FILE") {
+    if let Some(path) = options::stats_file() {
         use std::io::Write;
         let line = stats::summary_line(&snap);
         let written = std::fs::OpenOptions::new()

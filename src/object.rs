@@ -1,5 +1,5 @@
 //! Typed objects: `PyObject_New/NewVar/Del` and `PyObject_GC_New/NewVar/Del`
-//! — storage from the object heap plus CPython's initialisation (type set,
+//! — storage from the object domain plus CPython's initialisation (type set,
 //! reference count 1, `ob_size` for variable-size objects).
 //!
 //! The structures mirror CPython's 64-bit layout (offsets checked below):
@@ -107,7 +107,7 @@ pub unsafe fn init_var(
     op
 }
 
-/// `PyObject_New`: allocate `tp_basicsize` bytes from the object heap.
+/// `PyObject_New`: allocate `tp_basicsize` bytes from the object domain.
 ///
 /// # Safety
 /// `tp` points to a type object.

@@ -29,7 +29,7 @@ use core::fmt::Write as _;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crate::config::{ALIGNMENT, NUM_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
-use crate::domain::Domain;
+use crate::setting::Domain;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 

@@ -1,5 +1,5 @@
 //! The system allocator (libc `malloc`): it serves requests above the
-//! small-request threshold, the heaps configured as `malloc`, and every
+//! small-request threshold, the domains configured as `malloc`, and every
 //! pointer the address map says is not ours.
 //!
 //! Zero-byte requests become one-byte requests so that the result is a

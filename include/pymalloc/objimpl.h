@@ -3,12 +3,12 @@
 #ifndef PYMALLOC_OBJIMPL_H
 #define PYMALLOC_OBJIMPL_H
 
-/* pymalloc/objimpl.h: the object heap and typed object creation.
+/* pymalloc/objimpl.h: the object domain and typed object creation.
  *
  *   PyObject_{Malloc,Calloc,Realloc,Free}   storage for objects (pooled).
  *   PyObject_{MALLOC,REALLOC,FREE}          macro forms of the same.
  *   PyObject_{New,NewVar,Del}               create / destroy a typed object:
- *                                           storage from the object heap,
+ *                                           storage from the object domain,
  *                                           then ob_type set, ob_refcnt = 1,
  *                                           ob_size = n for NewVar.
  *   PyObject_GC_{New,NewVar,Del}            the same for objects that carry
@@ -79,31 +79,31 @@ extern "C" {
 #endif // __cplusplus
 
 /*
- Object heap: allocate `size` bytes (pooled by default). Zero bytes give
+ Object domain: allocate `size` bytes (pooled by default). Zero bytes give
  a distinct non-NULL pointer; NULL on failure or `size > PY_SSIZE_T_MAX`.
  Release with `PyObject_Free`.
  */
 void *PyObject_Malloc(size_t size);
 
 /*
- Object heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
+ Object domain: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
  */
 void *PyObject_Calloc(size_t nelem, size_t elsize);
 
 /*
- Object heap: resize; `ptr == NULL` allocates. On failure NULL, and
+ Object domain: resize; `ptr == NULL` allocates. On failure NULL, and
  `ptr` stays valid.
 
  # Safety
- `ptr` is NULL or a live object-heap block.
+ `ptr` is NULL or a live object-domain block.
  */
 void *PyObject_Realloc(void *ptr, size_t new_size);
 
 /*
- Object heap: release; NULL is ignored.
+ Object domain: release; NULL is ignored.
 
  # Safety
- `ptr` is NULL or a live object-heap block.
+ `ptr` is NULL or a live object-domain block.
  */
 void PyObject_Free(void *ptr);
 
@@ -129,7 +129,7 @@ PyVarObject *PyObject_InitVar(PyVarObject *op, PyTypeObject *tp, Py_ssize_t size
 
 /*
  Behind `PyObject_New(type, tp)`: `tp->tp_basicsize` bytes from the
- object heap, initialised. NULL on failure. Release with `PyObject_Del`.
+ object domain, initialised. NULL on failure. Release with `PyObject_Del`.
 
  # Safety
  `tp` is a type object.

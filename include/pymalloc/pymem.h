@@ -3,7 +3,7 @@
 #ifndef PYMALLOC_PYMEM_H
 #define PYMALLOC_PYMEM_H
 
-/* pymalloc/pymem.h: the raw and memory heaps, and the pooled allocator.
+/* pymalloc/pymem.h: the raw and memory domains, and the pooled allocator.
  *
  * Which API for which memory (the 2002 "Activating pymalloc" proposal):
  *
@@ -19,7 +19,7 @@
  *                                           size would exceed PY_SSIZE_T_MAX.
  *   PyObject_*  (see pymalloc/objimpl.h)    memory for objects (pooled).
  *   PyCore_{Malloc,Calloc,Realloc,Free}     the pooled allocator itself,
- *                                           whatever the heaps are set to.
+ *                                           whatever the domains are set to.
  *
  * THE RULE: release a block with the family that allocated it.
  *
@@ -27,7 +27,7 @@
  *     char *s = PyMem_Malloc(n);    ...  PyObject_Free(s);   WRONG
  *     char *s = PyMem_Malloc(n);    ...  free(s);            WRONG
  *
- * Today the wrong lines may happen to work; they break as soon as a heap is
+ * Today the wrong lines may happen to work; they break as soon as a domain is
  * configured differently, or under the debug hooks, which report them.
  *
  * Common contract of every allocation function here: requests of zero
@@ -64,64 +64,64 @@ extern "C" {
 #endif // __cplusplus
 
 /*
- Raw heap: allocate `size` bytes. Safe to call from any thread, with no
+ Raw domain: allocate `size` bytes. Safe to call from any thread, with no
  lock held. Zero bytes give a distinct non-NULL pointer; NULL on
  failure or when `size > PY_SSIZE_T_MAX`. Release with `PyMem_RawFree`.
  */
 void *PyMem_RawMalloc(size_t size);
 
 /*
- Raw heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
+ Raw domain: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
  */
 void *PyMem_RawCalloc(size_t nelem, size_t elsize);
 
 /*
- Raw heap: resize; `ptr == NULL` allocates, `new_size == 0` keeps a
+ Raw domain: resize; `ptr == NULL` allocates, `new_size == 0` keeps a
  distinct non-NULL block. On failure NULL, and `ptr` stays valid.
 
  # Safety
- `ptr` is NULL or a live raw-heap block.
+ `ptr` is NULL or a live raw-domain block.
  */
 void *PyMem_RawRealloc(void *ptr, size_t new_size);
 
 /*
- Raw heap: release; NULL is ignored.
+ Raw domain: release; NULL is ignored.
 
  # Safety
- `ptr` is NULL or a live raw-heap block.
+ `ptr` is NULL or a live raw-domain block.
  */
 void PyMem_RawFree(void *ptr);
 
 /*
- Memory heap: allocate `size` bytes (pooled by default). Zero bytes give
+ Memory domain: allocate `size` bytes (pooled by default). Zero bytes give
  a distinct non-NULL pointer; NULL on failure or `size > PY_SSIZE_T_MAX`.
  Release with `PyMem_Free`.
  */
 void *PyMem_Malloc(size_t size);
 
 /*
- Memory heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
+ Memory domain: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
  */
 void *PyMem_Calloc(size_t nelem, size_t elsize);
 
 /*
- Memory heap: resize (see `PyMem_RawRealloc`).
+ Memory domain: resize (see `PyMem_RawRealloc`).
 
  # Safety
- `ptr` is NULL or a live memory-heap block.
+ `ptr` is NULL or a live memory-domain block.
  */
 void *PyMem_Realloc(void *ptr, size_t new_size);
 
 /*
- Memory heap: release; NULL is ignored.
+ Memory domain: release; NULL is ignored.
 
  # Safety
- `ptr` is NULL or a live memory-heap block.
+ `ptr` is NULL or a live memory-domain block.
  */
 void PyMem_Free(void *ptr);
 
 /*
- Put the debug hooks over the allocator of every heap (and `PyCore_*`):
+ Put the debug hooks over the allocator of every domain (and `PyCore_*`):
  guard bytes, fill patterns, family ids and serial numbers, checked at
  free and realloc (CPython's `PyMem_SetupDebugHooks`). Call it before
  allocating: blocks allocated earlier carry no debug header.
@@ -300,7 +300,7 @@ void PyCore_Free(void *ptr);
 int PyCore_IsPooled(const void *ptr);
 
 /*
- Name of the allocator serving heap `domain` (0 raw, 1 mem, 2 object,
+ Name of the allocator serving domain `domain` (0 raw, 1 mem, 2 object,
  CPython's `PYMEM_DOMAIN_*` values), with CPython's `PYTHONMALLOC` names:
  "pymalloc", "malloc", "pymalloc_debug" or "malloc_debug"; NULL for an
  unknown domain. The string is static.
@@ -358,7 +358,7 @@ int PyCore_GetAllocator(int domain, PyMemAllocatorEx *allocator);
 
 /*
  Install the hook tables into the CPython runtime of this process for
- every heap configured as "pymalloc" (by default: mem and object),
+ every domain configured as "pymalloc" (by default: mem and object),
  wrapping the allocators installed now. Call it before `Py_Initialize`.
  From a running interpreter it works too (the tables wrap the allocator
  they replace, which keeps the blocks made before), unless a tool that
@@ -375,7 +375,7 @@ int PyCore_InstallHooks(void);
  check the guard bytes and family id of the live block `ptr` now, as a
  free would. Returns 1 when the block is intact; otherwise reports it
  like a failed free (and aborts unless `PYMALLOC_DEBUG_ACTION=warn`) and
- returns 0. Returns -1 when the debug hooks are off for every heap.
+ returns 0. Returns -1 when the debug hooks are off for every domain.
 
  # Safety
  `ptr` is a block returned by one of this library's allocation functions

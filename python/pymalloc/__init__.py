@@ -3,7 +3,7 @@
 Run a program on it with ``python -m pymalloc app.py`` (``python -m pymalloc
 --help``). In that program, or any interpreter that has the library:
 
-    pymalloc.active()        True when this interpreter's object heap is served by pymalloc-rs
+    pymalloc.active()        True when this interpreter's object domain is served by pymalloc-rs
     pymalloc.stats()         the allocator's statistics (PyCore_GetStats) as a Stats dataclass
     pymalloc.trim()          give free memory back (PyCore_Trim)
     pymalloc.library_path()  the packaged libpymalloc.so.0 (LD_PRELOAD, ctypes, linking)
@@ -116,7 +116,7 @@ def __getattr__(name: str):
 
 
 def active() -> bool:
-    """True when this interpreter's object heap is served by pymalloc-rs.
+    """True when this interpreter's object domain is served by pymalloc-rs.
 
     The test is the truth itself: the library must be in the process, and
     an object made now must lie in its pools. So the answer is True under
@@ -128,7 +128,7 @@ def active() -> bool:
     library = _library.find_loaded(_packaged_library())
     if library is None:
         return False
-    probe = object()  # made through the object heap now; object() has no free list
+    probe = object()  # made through the object domain now; object() has no free list
     return library.PyCore_IsPooled(id(probe)) == 1
 
 

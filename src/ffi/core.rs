@@ -1,4 +1,4 @@
-//! `PyCore_*`: the pooled allocator itself, whatever the heaps are
+//! `PyCore_*`: the pooled allocator itself, whatever the domains are
 //! configured to use, and its statistics.
 
 use core::ffi::{c_char, c_int, c_void};
@@ -129,7 +129,7 @@ pub extern "C" fn PyCore_IsPooled(ptr: *const c_void) -> c_int {
     allocator::owns(ptr.cast()) as c_int
 }
 
-/// Name of the allocator serving heap `domain` (0 raw, 1 mem, 2 object,
+/// Name of the allocator serving domain `domain` (0 raw, 1 mem, 2 object,
 /// CPython's `PYMEM_DOMAIN_*` values), with CPython's `PYTHONMALLOC` names:
 /// "pymalloc", "malloc", "pymalloc_debug" or "malloc_debug"; NULL for an
 /// unknown domain. The string is static.
@@ -307,7 +307,7 @@ pub unsafe extern "C" fn PyCore_GetAllocator(
 }
 
 /// Install the hook tables into the CPython runtime of this process for
-/// every heap configured as "pymalloc" (by default: mem and object),
+/// every domain configured as "pymalloc" (by default: mem and object),
 /// wrapping the allocators installed now. Call it before `Py_Initialize`.
 /// From a running interpreter it works too (the tables wrap the allocator
 /// they replace, which keeps the blocks made before), unless a tool that
@@ -331,7 +331,7 @@ pub extern "C" fn PyCore_InstallHooks() -> c_int {
 /// check the guard bytes and family id of the live block `ptr` now, as a
 /// free would. Returns 1 when the block is intact; otherwise reports it
 /// like a failed free (and aborts unless `PYMALLOC_DEBUG_ACTION=warn`) and
-/// returns 0. Returns -1 when the debug hooks are off for every heap.
+/// returns 0. Returns -1 when the debug hooks are off for every domain.
 ///
 /// # Safety
 /// `ptr` is a block returned by one of this library's allocation functions

@@ -1,4 +1,4 @@
-//! The object heap (`PyObject_*`) and typed object creation, with the
+//! The object domain (`PyObject_*`) and typed object creation, with the
 //! names and contracts of CPython's `Include/objimpl.h`. The functions
 //! behind the `PyObject_New`/`NewVar`/`GC_New`/`GC_NewVar` macros keep
 //! CPython's exported names, so code built against CPython links here.
@@ -11,7 +11,7 @@ use super::routes::{self, Targets};
 use crate::domain::Domain;
 use crate::object::{self, PyObject, PyTypeObject, PyVarObject, Py_ssize_t};
 
-/// Object heap: allocate `size` bytes (pooled by default). Zero bytes give
+/// Object domain: allocate `size` bytes (pooled by default). Zero bytes give
 /// a distinct non-NULL pointer; NULL on failure or `size > PY_SSIZE_T_MAX`.
 /// Release with `PyObject_Free`.
 #[unsafe(no_mangle)]
@@ -20,35 +20,35 @@ pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
     routes::jump!(malloc, Domain::Obj, size)
 }
 
-/// Object heap: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
+/// Object domain: allocate `nelem * elsize` zeroed bytes; NULL on overflow.
 #[unsafe(no_mangle)]
 #[cfg_attr(target_arch = "x86_64", unsafe(naked))]
 pub extern "C" fn PyObject_Calloc(nelem: usize, elsize: usize) -> *mut c_void {
     routes::jump!(calloc, Domain::Obj, nelem, elsize)
 }
 
-/// Object heap: resize; `ptr == NULL` allocates. On failure NULL, and
+/// Object domain: resize; `ptr == NULL` allocates. On failure NULL, and
 /// `ptr` stays valid.
 ///
 /// # Safety
-/// `ptr` is NULL or a live object-heap block.
+/// `ptr` is NULL or a live object-domain block.
 #[unsafe(no_mangle)]
 #[cfg_attr(target_arch = "x86_64", unsafe(naked))]
 pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> *mut c_void {
     routes::jump!(realloc, Domain::Obj, ptr, new_size)
 }
 
-/// Object heap: release; NULL is ignored.
+/// Object domain: release; NULL is ignored.
 ///
 /// # Safety
-/// `ptr` is NULL or a live object-heap block.
+/// `ptr` is NULL or a live object-domain block.
 #[unsafe(no_mangle)]
 #[cfg_attr(target_arch = "x86_64", unsafe(naked))]
 pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
     routes::jump!(free, Domain::Obj, ptr)
 }
 
-/// The object heap's general targets (see `routes`): its state decides.
+/// The object domain's general targets (see `routes`): its state decides.
 pub(crate) const OBJECT_GENERAL: Targets = general_targets!(Domain::Obj, "PyObject_");
 
 /// Initialise freshly allocated storage as an object of type `tp`:
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn PyObject_InitVar(
 }
 
 /// Behind `PyObject_New(type, tp)`: `tp->tp_basicsize` bytes from the
-/// object heap, initialised. NULL on failure. Release with `PyObject_Del`.
+/// object domain, initialised. NULL on failure. Release with `PyObject_Del`.
 ///
 /// # Safety
 /// `tp` is a type object.

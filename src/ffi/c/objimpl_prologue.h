@@ -1,9 +1,9 @@
-/* pymalloc/objimpl.h: the object heap and typed object creation.
+/* pymalloc/objimpl.h: the object domain and typed object creation.
  *
  *   PyObject_{Malloc,Calloc,Realloc,Free}   storage for objects (pooled).
  *   PyObject_{MALLOC,REALLOC,FREE}          macro forms of the same.
  *   PyObject_{New,NewVar,Del}               create / destroy a typed object:
- *                                           storage from the object heap,
+ *                                           storage from the object domain,
  *                                           then ob_type set, ob_refcnt = 1,
  *                                           ob_size = n for NewVar.
  *   PyObject_GC_{New,NewVar,Del}            the same for objects that carry

@@ -1,4 +1,4 @@
-/* pymalloc/pymem.h: the raw and memory heaps, and the pooled allocator.
+/* pymalloc/pymem.h: the raw and memory domains, and the pooled allocator.
  *
  * Which API for which memory (the 2002 "Activating pymalloc" proposal):
  *
@@ -14,7 +14,7 @@
  *                                           size would exceed PY_SSIZE_T_MAX.
  *   PyObject_*  (see pymalloc/objimpl.h)    memory for objects (pooled).
  *   PyCore_{Malloc,Calloc,Realloc,Free}     the pooled allocator itself,
- *                                           whatever the heaps are set to.
+ *                                           whatever the domains are set to.
  *
  * THE RULE: release a block with the family that allocated it.
  *
@@ -22,7 +22,7 @@
  *     char *s = PyMem_Malloc(n);    ...  PyObject_Free(s);   WRONG
  *     char *s = PyMem_Malloc(n);    ...  free(s);            WRONG
  *
- * Today the wrong lines may happen to work; they break as soon as a heap is
+ * Today the wrong lines may happen to work; they break as soon as a domain is
  * configured differently, or under the debug hooks, which report them.
  *
  * Common contract of every allocation function here: requests of zero
