@@ -99,6 +99,7 @@ pub mod pool;
 pub mod profile;
 pub mod report;
 pub mod size_class;
+pub mod slab;
 pub mod stats;
 pub mod sync;
 pub mod system;
