@@ -219,6 +219,17 @@ pub static ARENAS: Locked<Arenas> = Locked::new(Arenas {
     space: ArenaSpace::new(),
 });
 
+/// Take the arena lock before `fork()` (see [`fork`](crate::fork) for the
+/// order of all the locks).
+pub(crate) fn lock_for_fork() {
+    ARENAS.acquire_for_fork();
+}
+
+/// Release the arena lock after `fork()`, in the parent or the child.
+pub(crate) fn unlock_after_fork(in_child: bool) {
+    ARENAS.release_after_fork(in_child);
+}
+
 /// A summary of one mapped arena for statistics.
 pub struct ArenaView {
     pub base: usize,

@@ -145,7 +145,18 @@ static STATE: [AtomicU8; 4] = [
 
 /// Serialises state changes, so that the routes published last are those
 /// of the state stored last. A leaf lock: nothing is taken under it.
-pub(crate) static STATE_CHANGE: Locked<()> = Locked::new(());
+static STATE_CHANGE: Locked<()> = Locked::new(());
+
+/// Take the state-change lock before `fork()` (see [`fork`](crate::fork)
+/// for the order of all the locks).
+pub(crate) fn lock_for_fork() {
+    STATE_CHANGE.acquire_for_fork();
+}
+
+/// Release the state-change lock after `fork()`, in the parent or the child.
+pub(crate) fn unlock_after_fork(in_child: bool) {
+    STATE_CHANGE.release_after_fork(in_child);
+}
 
 /// Everything about how `domain` is served, in one byte: zero bits other
 /// than `POOLED` mean the plain pooled fast path.

@@ -17,8 +17,8 @@
 //! * **A slab is used under its owner's lock.** A `Slab` is a field of a
 //!   structure behind a [`Locked`](crate::sync::Locked) (the arena set, the
 //!   heap registry), and every operation takes `&mut self`: the slab adds
-//!   no lock of its own, so it adds nothing to the locks taken around
-//!   `fork()`.
+//!   no lock of its own, so it adds nothing to the lock order around
+//!   `fork()` ([`fork`](crate::fork)).
 //!
 //! [`Slab::take`] hands out uninitialised memory: recycled records first
 //! (most recently recycled first), then the next record of the current

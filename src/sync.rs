@@ -1,8 +1,8 @@
 //! Locks for the allocator's few shared structures (the arena set, the
 //! heap registry, the debug hooks' list of live blocks, the domains'
-//! state changes; and the CPython hook installation, which `fork()` does
-//! not take: it runs at load time or when a program asks for it), and
-//! their handling across `fork()`.
+//! state changes and the CPython hook installation), and their handling
+//! across `fork()`, which takes them all in the order that
+//! [`fork`](crate::fork) documents.
 //!
 //! They are `pthread_mutex_t`s rather than `std::sync::Mutex` because
 //! `fork()` must be able to take them in the parent before the fork and
