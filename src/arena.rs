@@ -50,7 +50,8 @@
 //! arena is mapped on its own and found through the address map.
 //!
 //! Arena records live outside the arenas (so that whole arenas can be
-//! given back) in metadata chunks mapped from the OS and recycled.
+//! given back), in a record slab ([`slab`](crate::slab)): never unmapped,
+//! recycled when their arena goes back to the OS.
 
 use core::ptr::{self, null_mut, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +61,7 @@ use crate::arena_space::{ArenaSpace, SpaceView, Taken};
 use crate::config::{ARENA_SIZE, BLOCK_POOLS_PER_ARENA, METADATA_POOLS};
 use crate::os;
 use crate::pool::{self, Pool, PoolState};
+use crate::slab::Slab;
 use crate::sync::Locked;
 
 /// The record of one arena.
@@ -82,7 +84,7 @@ pub struct Arena {
     dirty_prev: *mut Arena,
     dirty_next: *mut Arena,
     on_dirty_list: bool,
-    /// Links in the bucket for `free_count`, or in the record free list.
+    /// Links in the bucket for `free_count` (or the list of full arenas).
     prev: *mut Arena,
     next: *mut Arena,
     /// When the arena last became wholly free (`os::now_ms`).
@@ -142,7 +144,6 @@ pub fn set_decay_ms(ms: u64) {
 
 const BUCKETS: usize = BLOCK_POOLS_PER_ARENA + 1;
 const BITMAP_WORDS: usize = BUCKETS.div_ceil(64);
-const RECORDS_PER_CHUNK: usize = 64 * 1024 / core::mem::size_of::<Arena>();
 
 /// Counters for statistics (CPython's `# arenas ...` lines).
 #[derive(Clone, Copy, Default, Debug)]
@@ -174,12 +175,8 @@ pub struct Arenas {
     released_window_ms: u64,
     /// Arenas in use with free pools not yet purged.
     dirty: *mut Arena,
-    /// Recycled arena records, linked through `next`.
-    spare_records: *mut Arena,
-    /// Bump region for new records.
-    record_cursor: *mut Arena,
-    record_end: *mut Arena,
-    metadata_bytes: usize,
+    /// Where arena records come from and go back to.
+    records: Slab<Arena>,
     pub counters: ArenaCounters,
     /// Arenas with no free pool (in no bucket), linked like a bucket.
     full: *mut Arena,
@@ -200,10 +197,7 @@ pub static ARENAS: Locked<Arenas> = Locked::new(Arenas {
     released_at_ms: u64::MAX,
     released_window_ms: 0,
     dirty: null_mut(),
-    spare_records: null_mut(),
-    record_cursor: null_mut(),
-    record_end: null_mut(),
-    metadata_bytes: 0,
+    records: Slab::new(),
     counters: ArenaCounters {
         allocated_total: 0,
         reclaimed: 0,
@@ -213,6 +207,17 @@ pub static ARENAS: Locked<Arenas> = Locked::new(Arenas {
     full: null_mut(),
     space: ArenaSpace::new(),
 });
+
+/// Take the arena lock before `fork()` (see [`fork`](crate::fork) for the
+/// order of all the locks).
+pub(crate) fn lock_for_fork() {
+    ARENAS.acquire_for_fork();
+}
+
+/// Release the arena lock after `fork()`, in the parent or the child.
+pub(crate) fn unlock_after_fork(in_child: bool) {
+    ARENAS.release_after_fork(in_child);
+}
 
 /// A summary of one mapped arena for statistics.
 pub struct ArenaView {
@@ -610,28 +615,8 @@ impl Arenas {
         }
     }
 
-    fn new_record(&mut self) -> Option<*mut Arena> {
-        if !self.spare_records.is_null() {
-            let record = self.spare_records;
-            // SAFETY: spare records are live memory linked through `next`.
-            self.spare_records = unsafe { (*record).next };
-            return Some(record);
-        }
-        if self.record_cursor == self.record_end {
-            let chunk = os::map(RECORDS_PER_CHUNK * core::mem::size_of::<Arena>())?;
-            self.metadata_bytes += RECORDS_PER_CHUNK * core::mem::size_of::<Arena>();
-            self.record_cursor = chunk.as_ptr().cast();
-            // SAFETY: the chunk holds exactly RECORDS_PER_CHUNK records.
-            self.record_end = unsafe { self.record_cursor.add(RECORDS_PER_CHUNK) };
-        }
-        let record = self.record_cursor;
-        // SAFETY: cursor < end, inside the current chunk.
-        self.record_cursor = unsafe { record.add(1) };
-        Some(record)
-    }
-
     fn new_arena(&mut self) -> Option<*mut Arena> {
-        let record = self.new_record()?;
+        let record = self.records.take()?.as_ptr();
         let memory = match self.space.take() {
             Taken::Slot(slot) => Some(slot),
             Taken::Unavailable => os::map_aligned(ARENA_SIZE, ARENA_SIZE),
@@ -715,9 +700,9 @@ impl Arenas {
     }
 
     fn recycle_record(&mut self, record: *mut Arena) {
-        // SAFETY: the record is no longer used by any list or the map.
-        unsafe { (*record).next = self.spare_records };
-        self.spare_records = record;
+        // SAFETY: the record came from the slab and is no longer used by
+        // any list or the map.
+        unsafe { self.records.recycle(record) };
     }
 
     /// Every mapped arena, for statistics.
@@ -743,7 +728,7 @@ impl Arenas {
     }
 
     pub fn metadata_bytes(&self) -> usize {
-        self.metadata_bytes
+        self.records.mapped_bytes()
     }
 }
 

@@ -109,6 +109,17 @@ const WRAPPED_ENTRIES: usize = Domain::ALL.len();
 static WRAPPED: Wrapped = Wrapped(UnsafeCell::new([PyMemAllocatorEx::EMPTY; WRAPPED_ENTRIES]));
 static INSTALL_LOCK: Locked<()> = Locked::new(());
 
+/// Take the install lock before `fork()` (see [`fork`](crate::fork) for
+/// the order of all the locks).
+pub(crate) fn lock_for_fork() {
+    INSTALL_LOCK.acquire_for_fork();
+}
+
+/// Release the install lock after `fork()`, in the parent or the child.
+pub(crate) fn unlock_after_fork(in_child: bool) {
+    INSTALL_LOCK.release_after_fork(in_child);
+}
+
 /// The domain whose `WRAPPED` entry `ctx` points to.
 fn domain_of(ctx: *mut c_void) -> Domain {
     let offset = ctx as usize - WRAPPED.0.get() as usize;

@@ -83,15 +83,22 @@ struct LiveBlocks {
 // SAFETY: the list links live debug blocks, touched only under the lock.
 unsafe impl Send for LiveBlocks {}
 
-pub static LIVE: Locked<LiveBlocksHandle> = Locked::new(LiveBlocksHandle(LiveBlocks {
+static LIVE: Locked<LiveBlocks> = Locked::new(LiveBlocks {
     head: null_mut(),
     count: 0,
     broken: false,
-}));
+});
 
-/// The live-block list (opaque outside this module; its lock is taken
-/// around `fork()`).
-pub struct LiveBlocksHandle(LiveBlocks);
+/// Take the live-block lock before `fork()` (see [`fork`](crate::fork)
+/// for the order of all the locks).
+pub(crate) fn lock_for_fork() {
+    LIVE.acquire_for_fork();
+}
+
+/// Release the live-block lock after `fork()`, in the parent or the child.
+pub(crate) fn unlock_after_fork(in_child: bool) {
+    LIVE.release_after_fork(in_child);
+}
 
 fn base_malloc(base: Backend, size: usize) -> *mut u8 {
     match base {
@@ -141,7 +148,7 @@ unsafe fn decorate(header: *mut Header, domain: Domain, size: usize, fill: bool)
             WORD,
         );
         let mut live = LIVE.lock();
-        let list = &mut live.0;
+        let list = &mut *live;
         h.prev = null_mut();
         h.next = list.head;
         if !list.head.is_null() {
@@ -385,7 +392,7 @@ unsafe fn retire(p: *mut u8) -> *mut Header {
         let size = usize::from_be_bytes((*header).size);
         {
             let mut live = LIVE.lock();
-            let list = &mut live.0;
+            let list = &mut *live;
             let (prev, next) = ((*header).prev, (*header).next);
             let links_ok = (prev.is_null() && list.head == header
                 || !prev.is_null() && (*prev).next == header)
@@ -476,7 +483,7 @@ pub unsafe fn check(p: *mut u8) -> bool {
 pub fn leak_report() -> String {
     use std::collections::BTreeMap;
     let live = LIVE.lock();
-    let list = &live.0;
+    let list = &*live;
     let mut out = String::new();
     if list.broken {
         out.push_str(
@@ -541,7 +548,7 @@ pub unsafe fn requested_size(p: *mut u8) -> usize {
 #[cfg(test)]
 fn is_listed(header: *mut Header) -> bool {
     let live = LIVE.lock();
-    let mut at = live.0.head;
+    let mut at = live.head;
     while !at.is_null() {
         if at == header {
             return true;

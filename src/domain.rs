@@ -85,7 +85,18 @@ static STATE: [AtomicU8; 4] = [
 /// of the state stored last; holds, per domain, the targets its exports
 /// are forwarded to, if any (see [`forward`]). A leaf lock: nothing is
 /// taken under it.
-pub(crate) static STATE_CHANGE: Locked<[Option<Targets>; 4]> = Locked::new([None; 4]);
+static STATE_CHANGE: Locked<[Option<Targets>; 4]> = Locked::new([None; 4]);
+
+/// Take the state-change lock before `fork()` (see [`fork`](crate::fork)
+/// for the order of all the locks).
+pub(crate) fn lock_for_fork() {
+    STATE_CHANGE.acquire_for_fork();
+}
+
+/// Release the state-change lock after `fork()`, in the parent or the child.
+pub(crate) fn unlock_after_fork(in_child: bool) {
+    STATE_CHANGE.release_after_fork(in_child);
+}
 
 /// Everything about how `domain` is served, in one byte: zero bits other
 /// than `POOLED` mean the plain pooled fast path.

@@ -19,6 +19,8 @@
 //!        1..=512 bytes (and 0)        > 512 bytes, foreign pointers
 //!                  |                         |
 //!   thread slot -> Heap (one per thread)   libc malloc / free
+//!                  |  from the heap registry, which hands an exited
+//!                  |    thread's heap to the next new thread
 //!                  |  cache[class]: blocks it freed (any heap's),     }
 //!                  |    reused first                                  }
 //!                  |  avail[class] -> Pool -> free list of blocks     } no lock, no
@@ -31,7 +33,9 @@
 //!           up front, slots committed and     against the space; arenas
 //!           decommitted in place              outside it: address map
 //!                  |                          (pointer -> arena, lock-free)
-//!                 OS (mmap / mprotect / munmap)
+//!                 OS (mmap / mprotect / munmap)  <- record slab: arena
+//!                                                    records and heaps,
+//!                                                    never unmapped
 //! ```
 //!
 //! * A **block** is what a caller gets: `ALIGNMENT`-spaced size classes
@@ -52,19 +56,28 @@
 //!   **block cache** for the next allocation of their class, so their
 //!   pools' lists are not touched ([`block_cache`]). A block freed by another thread goes onto
 //!   its owner heap's lock-free stack; the owner takes the stack back when
-//!   it runs out of blocks. An exiting thread's heap is abandoned, then
+//!   it runs out of blocks. Behind the fast paths, a heap's pools and slow
+//!   paths (taking and giving back pools, frees from other threads) and the
+//!   **heap registry**: an exiting thread's heap is abandoned, then
 //!   adopted by the next new thread; meanwhile other threads reclaim the
 //!   memory freed into it.
+//! * The records of arenas and heaps come from a **record slab**, chunks
+//!   from the OS that are never unmapped, so a pointer to a record stays
+//!   valid for good ([`slab`]).
 //!
 //! Locks are taken only when a heap needs a pool from, or gives one back
-//! to, the arenas, when threads start and end, and when a domain's state
-//! changes ([`sync`]). `fork()`
-//! takes them all first, so the child never inherits a held lock.
+//! to, the arenas, when threads start and end, when a domain's state
+//! changes, when the CPython hooks are installed, and by the debug hooks'
+//! list of live blocks ([`sync`]). `fork()` takes them all first, in the
+//! one order [`fork`] documents, so the child never inherits a held lock.
 //!
 //! ## Modules
 //!
 //! Build-time configuration ([`config`], from `build.rs`), the pieces
-//! above, the system allocator ([`system`]), the domains and what can
+//! above (the heap's fast paths in [`heap`], its pools and slow paths and
+//! the heap registry in its submodules, the record slab that arena and
+//! heap records come from in [`slab`]), the lock order around `fork()`
+//! ([`fork`]), the system allocator ([`system`]), the domains and what can
 //! serve them (a leaf, [`setting`]), each domain's backend choice and
 //! routes ([`domain`]), every environment variable the library reads, with
 //! its parsing and checks ([`options`]), typed objects ([`object`]), the
@@ -94,6 +107,7 @@ pub mod cpython;
 pub mod debug;
 pub mod domain;
 pub mod ffi;
+pub mod fork;
 pub mod global_alloc;
 pub mod heap;
 pub mod object;
@@ -104,6 +118,7 @@ pub mod profile;
 pub mod report;
 pub mod setting;
 pub mod size_class;
+pub mod slab;
 pub mod stats;
 pub mod sync;
 pub mod system;
@@ -116,7 +131,7 @@ pub use global_alloc::PyMalloc;
 /// allocate, and connects to a CPython in the process (see [`cpython`]).
 extern "C" fn on_load() {
     options::configure_from_env();
-    heap::install_fork_handlers();
+    fork::install_handlers();
     cpython::on_load();
     if options::profile_requested() {
         // SAFETY: registering a plain C function to run at exit.

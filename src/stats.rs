@@ -1,7 +1,12 @@
 //! Statistics: a snapshot of the pools, arenas, address map and heaps,
-//! computed on request by walking the arenas (nothing is counted on the
-//! fast paths), and its report in the layout of CPython's
+//! computed on request by walking the arenas and the heaps (nothing is
+//! counted on the fast paths), and its report in the layout of CPython's
 //! `sys._debugmallocstats()`, followed by what a threaded allocator adds.
+//!
+//! The walks read records that their owners update meanwhile (pools,
+//! heaps, block caches): only their atomics, through raw field pointers
+//! (`pool::observe`, the heap registry's walk), never a reference to a
+//! whole record (see `pool`'s module essay).
 
 use core::fmt::Write;
 
@@ -12,7 +17,7 @@ use crate::config::{
     ALIGNMENT, ARENA_SIZE, METADATA_POOLS, NUM_SIZE_CLASSES, POOLS_PER_ARENA, POOL_SIZE,
     SMALL_REQUEST_THRESHOLD,
 };
-use crate::heap::{self, HeapTotals};
+use crate::heap::{self, HeapState, HeapView};
 use crate::os;
 use crate::pool::{self, PoolState};
 use crate::size_class::{block_size, blocks_per_pool, quantization_loss};
@@ -96,7 +101,8 @@ pub fn snapshot() -> Snapshot {
     }
     // Blocks parked in the heaps' block caches are free for the program's
     // purposes, though their pools count them as allocated.
-    for (entry, cached) in snap.classes.iter_mut().zip(heap::cached_blocks()) {
+    let (totals, cached) = heap_totals();
+    for (entry, cached) in snap.classes.iter_mut().zip(cached) {
         let cached = cached.min(entry.blocks_in_use);
         entry.blocks_in_use -= cached;
         entry.blocks_available += cached;
@@ -111,10 +117,52 @@ pub fn snapshot() -> Snapshot {
     snap.address_map_leaves = address_map::leaves_mapped();
     snap.address_map_bytes =
         address_map::ROOT_BYTES + snap.address_map_leaves * address_map::LEAF_BYTES;
-    snap.heaps = heap::totals();
+    snap.heaps = totals;
     snap.metadata_bytes += snap.heaps.metadata_bytes;
     snap.bytes_returned_to_os = os::bytes_unmapped();
     snap
+}
+
+/// What statistics report about heaps.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct HeapTotals {
+    pub created: usize,
+    pub live: usize,
+    pub abandoned: usize,
+    pub free: usize,
+    pub abandoned_pools: usize,
+    pub remote_frees: u64,
+    pub pools_taken: u64,
+    pub pools_given_back: u64,
+    pub metadata_bytes: usize,
+}
+
+/// The heaps' totals, and the blocks held in the block caches of all heaps
+/// per class (a cached block counts as allocated in its pool; statistics
+/// count it as available).
+fn heap_totals() -> (HeapTotals, [usize; NUM_SIZE_CLASSES]) {
+    let mut totals = HeapTotals::default();
+    let mut cached = [0; NUM_SIZE_CLASSES];
+    let registered = heap::walk(|heap: &HeapView| {
+        match heap.state {
+            HeapState::Live => totals.live += 1,
+            // Orphaned heaps (fork children) hold their pools for good.
+            HeapState::Abandoned | HeapState::Orphaned => {
+                totals.abandoned += 1;
+                totals.abandoned_pools += heap.pools_owned;
+            }
+            HeapState::Free => totals.free += 1,
+        }
+        totals.remote_frees += heap.remote_frees_received;
+        totals.pools_taken += heap.pools_taken;
+        totals.pools_given_back += heap.pools_given_back;
+        for (count, held) in cached.iter_mut().zip(heap.cached_blocks) {
+            *count += held;
+        }
+    });
+    totals.created = registered.created;
+    totals.metadata_bytes = registered.metadata_bytes;
+    (totals, cached)
 }
 
 /// CPython's `printone`: the label padded to column 35, `=`, the value

@@ -1,19 +1,8 @@
-//! Locks for the allocator's few shared structures, and their handling
-//! across `fork()`. There are five, each a [`Locked`] static; a thread
-//! that holds several took them in this order:
-//!
-//! 1. `cpython::INSTALL_LOCK`: the CPython hook installation (taken at
-//!    load time or when a program asks; whatever is taken while it is held,
-//!    an allocation's locks say, comes after it). `fork()` does not take
-//!    it.
-//! 2. `heap::REGISTRY`: the heap registry.
-//! 3. `arena::ARENAS`: the arena set.
-//! 4. `debug::LIVE`: the debug hooks' list of live blocks.
-//! 5. `domain::STATE_CHANGE`: the domains' state changes and forwarding
-//!    targets (a leaf: nothing is taken under it).
-//!
-//! The fork handlers (in `heap`) take 2 to 5 in this order before the fork
-//! and release them after it in both processes.
+//! Locks for the allocator's few shared structures (the arena set, the
+//! heap registry, the debug hooks' list of live blocks, the domains'
+//! state changes and the CPython hook installation), and their handling
+//! across `fork()`, which takes them all in the order that
+//! [`fork`](crate::fork) documents.
 //!
 //! They are `pthread_mutex_t`s rather than `std::sync::Mutex` because
 //! `fork()` must be able to take them in the parent before the fork and
