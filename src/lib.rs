@@ -133,6 +133,7 @@ extern "C" fn on_load() {
     options::configure_from_env();
     fork::install_handlers();
     cpython::on_load();
+    ffi::objimpl::bind_object_routes();
     if options::profile_requested() {
         // SAFETY: registering a plain C function to run at exit.
         unsafe { libc::atexit(write_profile_at_exit) };
