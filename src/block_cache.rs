@@ -125,29 +125,24 @@ impl BlockCache {
         }
     }
 
-    /// Whether the stack holds a block (a shared read: the placeholder
+    // Every operation below takes the cache by raw pointer, never `&` or
+    // `&mut`: statistics read `room` and `limit` from other threads while
+    // the owner works on the cache (the rule of `pool`'s module essay).
+
+    /// Whether the stack holds a block (a read only: the placeholder
     /// heaps' caches, which are never written, are only ever read so).
+    ///
+    /// # Safety
+    /// `cache` is a cache of the calling thread's heap, or a placeholder's.
     #[inline(always)]
-    pub fn has_blocks(&self) -> bool {
-        !self.head.is_null()
-    }
-
-    /// Whether the stack is full (or the cache is off).
-    #[inline(always)]
-    pub fn is_full(&self) -> bool {
-        self.room.load(Relaxed) == 0
-    }
-
-    /// Blocks held (the owning thread; other threads use [`Self::held_at`]).
-    pub fn held(&self) -> usize {
-        // SAFETY: a reference is a valid pointer to a live cache.
-        unsafe { Self::held_at(self) }
+    pub unsafe fn has_blocks(cache: *const BlockCache) -> bool {
+        // SAFETY: valid pointer (caller); `head` is the owner's field.
+        unsafe { !(*cache).head.is_null() }
     }
 
     /// Blocks held by the cache at `cache`, read from any thread (by
     /// statistics) through raw field pointers to its two atomics, `room`
-    /// and `limit`. Never a `&BlockCache`, since the owner writes `head`
-    /// meanwhile (see `pool`'s module essay).
+    /// and `limit`, while the owner may write `head`.
     ///
     /// # Safety
     /// `cache` points to a live cache of a heap whose creation the caller
@@ -169,32 +164,37 @@ impl BlockCache {
     /// Take the most recently cached block, or null.
     ///
     /// # Safety
-    /// Only the owning thread calls this; the cached blocks are blocks
-    /// given up to the cache, so their first words are links.
+    /// `cache` is a cache of the calling thread's heap; the cached blocks
+    /// are blocks given up to the cache, so their first words are links.
     #[inline(always)]
-    pub unsafe fn pop(&mut self) -> *mut Block {
-        let block = self.head;
-        if !block.is_null() {
-            // SAFETY: a cached block is free and its first word links on.
-            self.head = unsafe { (*block).next };
-            self.room.store(self.room.load(Relaxed) + 1, Relaxed);
+    pub unsafe fn pop(cache: *mut BlockCache) -> *mut Block {
+        // SAFETY: the owner's cache (caller); a cached block is free and
+        // its first word links on; `room` is an atomic field.
+        unsafe {
+            let block = (*cache).head;
+            if !block.is_null() {
+                (*cache).head = (*block).next;
+                let room = &*ptr::addr_of!((*cache).room);
+                room.store(room.load(Relaxed) + 1, Relaxed);
+            }
+            block
         }
-        block
     }
 
     /// Park `block`; false (and nothing done) when the stack is full.
     ///
     /// # Safety
-    /// Only the owning thread calls this; `block` is a live block of this
-    /// cache's class that it gives up (from any heap's pool).
+    /// `cache` is a cache of the calling thread's heap; `block` is a live
+    /// block of this cache's class that it gives up (from any heap's pool).
     #[inline(always)]
-    pub unsafe fn push(&mut self, block: *mut Block) -> bool {
-        // SAFETY: the owning thread (caller) is the only writer of `room`.
-        if unsafe { !Self::take_room(self) } {
-            return false;
+    pub unsafe fn push(cache: *mut BlockCache, block: *mut Block) -> bool {
+        // SAFETY: as guaranteed by the caller; room is taken first.
+        unsafe {
+            if !Self::take_room(cache) {
+                return false;
+            }
+            Self::push_counted(cache, block);
         }
-        // SAFETY: as guaranteed by the caller; room was taken above.
-        unsafe { self.push_counted(block) };
         true
     }
 
@@ -203,10 +203,13 @@ impl BlockCache {
     /// # Safety
     /// As for [`Self::push`], and room was taken for this block.
     #[inline(always)]
-    pub unsafe fn push_counted(&mut self, block: *mut Block) {
-        // SAFETY: the caller gives up the block; its first word is ours.
-        unsafe { (*block).next = self.head };
-        self.head = block;
+    pub unsafe fn push_counted(cache: *mut BlockCache, block: *mut Block) {
+        // SAFETY: the caller gives up the block, so its first word is
+        // ours; the owner's cache.
+        unsafe {
+            (*block).next = (*cache).head;
+            (*cache).head = block;
+        }
     }
 
     /// Take one unit of `room` (a place for one block): false, and `room`
@@ -227,38 +230,64 @@ impl BlockCache {
     }
 
     /// The most recently cached block (tests walk the stack from it).
+    ///
+    /// # Safety
+    /// As for [`Self::pop`].
     #[cfg(test)]
-    pub fn head_for_tests(&self) -> *mut Block {
-        self.head
+    pub unsafe fn head_for_tests(cache: *const BlockCache) -> *mut Block {
+        // SAFETY: as guaranteed by the caller.
+        unsafe { (*cache).head }
     }
 
     /// Empty the cache: its blocks, a null-terminated list for the pools.
     /// A closed cache opens again.
-    pub fn take_all(&mut self) -> *mut Block {
-        let blocks = self.head;
-        self.head = null_mut();
-        self.open();
-        blocks
+    ///
+    /// # Safety
+    /// As for [`Self::pop`].
+    pub unsafe fn take_all(cache: *mut BlockCache) -> *mut Block {
+        // SAFETY: as guaranteed by the caller.
+        unsafe {
+            let blocks = (*cache).head;
+            (*cache).head = null_mut();
+            Self::open(cache);
+            blocks
+        }
     }
 
     /// Empty the cache and take no block until [`Self::open`]: frees
     /// go straight to their pools meanwhile. For a burst of frees that
     /// empties pools (a teardown, a collection): the cache is emptied
     /// once, not each time it would fill again and another pool empties.
-    pub fn close(&mut self) -> *mut Block {
-        let blocks = self.head;
-        self.head = null_mut();
-        self.room.store(0, Relaxed);
-        self.limit.store(self.limit.load(Relaxed) | CLOSED, Relaxed);
-        blocks
+    ///
+    /// # Safety
+    /// As for [`Self::pop`].
+    pub unsafe fn close(cache: *mut BlockCache) -> *mut Block {
+        // SAFETY: as guaranteed by the caller; atomics through field
+        // pointers.
+        unsafe {
+            let blocks = (*cache).head;
+            (*cache).head = null_mut();
+            (*ptr::addr_of!((*cache).room)).store(0, Relaxed);
+            let limit = &*ptr::addr_of!((*cache).limit);
+            limit.store(limit.load(Relaxed) | CLOSED, Relaxed);
+            blocks
+        }
     }
 
     /// Take blocks again (up to the limit) if the cache was closed.
-    pub fn open(&mut self) {
-        let limit = self.limit.load(Relaxed) & !CLOSED;
-        self.limit.store(limit, Relaxed);
-        if self.head.is_null() {
-            self.room.store(limit, Relaxed);
+    ///
+    /// # Safety
+    /// As for [`Self::pop`].
+    pub unsafe fn open(cache: *mut BlockCache) {
+        // SAFETY: as guaranteed by the caller; atomics through field
+        // pointers.
+        unsafe {
+            let limit_field = &*ptr::addr_of!((*cache).limit);
+            let limit = limit_field.load(Relaxed) & !CLOSED;
+            limit_field.store(limit, Relaxed);
+            if (*cache).head.is_null() {
+                (*ptr::addr_of!((*cache).room)).store(limit, Relaxed);
+            }
         }
     }
 }
@@ -280,6 +309,16 @@ mod tests {
         }
     }
 
+    fn is_full(cache: *const BlockCache) -> bool {
+        // SAFETY: the test's own cache.
+        unsafe { (*cache).room.load(Relaxed) == 0 }
+    }
+
+    fn held(cache: *const BlockCache) -> usize {
+        // SAFETY: the test's own cache.
+        unsafe { BlockCache::held_at(cache) }
+    }
+
     fn list(mut block: *mut Block) -> Vec<*mut Block> {
         let mut blocks = Vec::new();
         while !block.is_null() {
@@ -294,26 +333,29 @@ mod tests {
     fn the_stack_takes_up_to_its_limit_and_gives_back_newest_first() {
         let mut storage = [[0usize; 2]; 4];
         let blocks: Vec<*mut Block> = storage.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
-        let mut cache = BlockCache::with_limit(3);
+        let cache: *mut BlockCache = &mut BlockCache::with_limit(3);
         // SAFETY: the "blocks" are this test's own words, used as links.
         unsafe {
             for &block in &blocks[..3] {
-                assert!(!cache.is_full());
-                assert!(cache.push(block));
+                assert!(!is_full(cache));
+                assert!(BlockCache::push(cache, block));
             }
-            assert!(cache.is_full());
-            assert!(!cache.push(blocks[3]), "full: the block goes to its pool");
-            assert_eq!(cache.held(), 3);
-            assert_eq!(cache.pop(), blocks[2]);
-            assert_eq!(cache.held(), 2);
-            assert!(cache.push(blocks[3]));
+            assert!(is_full(cache));
+            assert!(
+                !BlockCache::push(cache, blocks[3]),
+                "full: the block goes to its pool"
+            );
+            assert_eq!(held(cache), 3);
+            assert_eq!(BlockCache::pop(cache), blocks[2]);
+            assert_eq!(held(cache), 2);
+            assert!(BlockCache::push(cache, blocks[3]));
             assert_eq!(
-                list(cache.take_all()),
+                list(BlockCache::take_all(cache)),
                 vec![blocks[3], blocks[1], blocks[0]]
             );
-            assert_eq!(cache.held(), 0);
-            assert!(cache.pop().is_null());
-            assert!(!cache.has_blocks() && !cache.is_full());
+            assert_eq!(held(cache), 0);
+            assert!(BlockCache::pop(cache).is_null());
+            assert!(!BlockCache::has_blocks(cache) && !is_full(cache));
         }
     }
 
@@ -321,29 +363,35 @@ mod tests {
     fn a_closed_cache_takes_nothing_until_opened() {
         let mut storage = [[0usize; 2]; 3];
         let blocks: Vec<*mut Block> = storage.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
-        let mut cache = BlockCache::with_limit(2);
+        let cache: *mut BlockCache = &mut BlockCache::with_limit(2);
         // SAFETY: the "blocks" are this test's own words, used as links.
         unsafe {
-            assert!(cache.push(blocks[0]));
-            assert_eq!(list(cache.close()), vec![blocks[0]]);
-            assert_eq!(cache.held(), 0, "closed: holds nothing");
-            assert!(!cache.push(blocks[1]), "closed: the block goes to its pool");
-            assert!(cache.pop().is_null());
-            cache.open();
-            assert!(cache.push(blocks[1]) && cache.push(blocks[2]));
-            assert!(cache.is_full(), "open again, with its whole limit");
-            assert_eq!(cache.held(), 2);
-            assert_eq!(list(cache.take_all()), vec![blocks[2], blocks[1]]);
+            assert!(BlockCache::push(cache, blocks[0]));
+            assert_eq!(list(BlockCache::close(cache)), vec![blocks[0]]);
+            assert_eq!(held(cache), 0, "closed: holds nothing");
+            assert!(
+                !BlockCache::push(cache, blocks[1]),
+                "closed: the block goes to its pool"
+            );
+            assert!(BlockCache::pop(cache).is_null());
+            BlockCache::open(cache);
+            assert!(BlockCache::push(cache, blocks[1]) && BlockCache::push(cache, blocks[2]));
+            assert!(is_full(cache), "open again, with its whole limit");
+            assert_eq!(held(cache), 2);
+            assert_eq!(
+                list(BlockCache::take_all(cache)),
+                vec![blocks[2], blocks[1]]
+            );
         }
     }
 
     #[test]
     fn a_cache_without_room_takes_nothing() {
         let mut word = [0usize; 2];
-        let mut cache = BlockCache::empty();
-        assert!(cache.is_full());
+        let cache: *mut BlockCache = &mut BlockCache::empty();
+        assert!(is_full(cache));
         // SAFETY: a local word used as a link.
-        unsafe { assert!(!cache.push(word.as_mut_ptr().cast())) };
-        assert_eq!(cache.held(), 0);
+        unsafe { assert!(!BlockCache::push(cache, word.as_mut_ptr().cast())) };
+        assert_eq!(held(cache), 0);
     }
 }

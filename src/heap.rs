@@ -193,8 +193,8 @@ pub fn alloc(class: usize) -> *mut u8 {
             let cache = ptr::addr_of_mut!((*heap).cache)
                 .cast::<BlockCache>()
                 .add(class);
-            if (*cache).has_blocks() {
-                return (*cache).pop().cast();
+            if BlockCache::has_blocks(cache) {
+                return BlockCache::pop(cache).cast();
             }
             let pool = *(*heap).avail.get_unchecked(class);
             let block = (*pool).free;
@@ -296,7 +296,7 @@ pub unsafe fn free_in(heap: *mut Heap, block: *mut u8) {
             free_uncached(heap, pool, block.cast());
             return;
         }
-        (*cache_of_class_size(heap, block_size)).push_counted(block.cast());
+        BlockCache::push_counted(cache_of_class_size(heap, block_size), block.cast());
     }
 }
 
@@ -516,7 +516,7 @@ mod tests {
             );
             let heap = thread::current_heap();
             // SAFETY: this thread's heap; `len` reads an atomic.
-            let cached = || unsafe { (*heap).cache[class].held() };
+            let cached = || unsafe { BlockCache::held_at(ptr::addr_of!((*heap).cache[class])) };
             let limit = block_cache::limit_for(class, block_cache::bytes_per_class()) as usize;
             let blocks: Vec<_> = (0..3 * limit).map(|_| alloc(class)).collect();
             for &block in &blocks {

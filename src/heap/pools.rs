@@ -20,11 +20,12 @@
 //! exclusive use of a heap no thread owns (abandoning or reclaiming it),
 //! except `free_remote`, which touches only the owner's stack (an atomic).
 
-use core::ptr::null_mut;
+use core::ptr::{self, null_mut};
 use core::sync::atomic::Ordering;
 
 use super::{bump, exited_heap, free_local, free_uncached, registry, unattached_heap, Heap};
 use crate::arena::ARENAS;
+use crate::block_cache::BlockCache;
 use crate::config::{HEAP_EMPTY_POOL_CACHE, NUM_SIZE_CLASSES};
 use crate::pool::{self, Block, Pool, PoolState, EMPTY_POOL};
 use crate::size_class::block_size;
@@ -44,7 +45,7 @@ pub(super) unsafe fn pool_exhausted(heap: *mut Heap, pool: *mut Pool) {
     unsafe {
         // The class allocates from its pools again: a cache closed by a
         // burst of frees takes blocks again (see `pool_changed_list`).
-        (*heap).cache[(*pool).class()].open();
+        BlockCache::open(ptr::addr_of_mut!((*heap).cache[(*pool).class()]));
         if !pool::carve(pool) {
             unlink(heap, pool);
             (*pool).set_state(PoolState::Full);
@@ -75,7 +76,12 @@ unsafe fn release_to_pools(heap: *mut Heap, mut block: *mut Block) {
 unsafe fn flush_caches(heap: *mut Heap) {
     for class in 0..NUM_SIZE_CLASSES {
         // SAFETY: exclusive use (caller).
-        unsafe { release_to_pools(heap, (*heap).cache[class].take_all()) };
+        unsafe {
+            release_to_pools(
+                heap,
+                BlockCache::take_all(ptr::addr_of_mut!((*heap).cache[class])),
+            )
+        };
     }
 }
 
@@ -104,7 +110,7 @@ unsafe fn alloc_from_pools(heap: *mut Heap, class: usize) -> *mut u8 {
     let sentinel = EMPTY_POOL.as_ptr();
     // SAFETY: exclusive use of the heap and its pools (caller).
     unsafe {
-        (*heap).cache[class].open();
+        BlockCache::open(ptr::addr_of_mut!((*heap).cache[class]));
         loop {
             let pool = (*heap).avail[class];
             if pool != sentinel {
@@ -171,7 +177,10 @@ pub(super) unsafe fn pool_changed_list(heap: *mut Heap, pool: *mut Pool) {
             // its pools (`pool_exhausted`): the rest of the burst goes
             // straight to the pools instead of filling the cache again,
             // to be emptied again at the next pool it empties.
-            release_to_pools(heap, (*heap).cache[class].close());
+            release_to_pools(
+                heap,
+                BlockCache::close(ptr::addr_of_mut!((*heap).cache[class])),
+            );
         }
     }
 }
@@ -425,8 +434,9 @@ mod tests {
                 // SAFETY: live blocks of this thread.
                 unsafe { free(block) };
             }
-            // SAFETY: this thread's heap; `held` reads an atomic.
-            assert_eq!(unsafe { (*heap).cache[class].held() }, limit, "cached");
+            // SAFETY: this thread's heap; `held_at` reads atomics.
+            let held = unsafe { BlockCache::held_at(ptr::addr_of!((*heap).cache[class])) };
+            assert_eq!(held, limit, "cached");
             for &block in &blocks[limit..] {
                 // SAFETY: live blocks of this thread.
                 unsafe { free(block) };
@@ -438,7 +448,8 @@ mod tests {
             let first_frees = &blocks[..limit];
             // SAFETY: this thread's heap; the cached blocks are free blocks
             // of its pools, linked through their first word.
-            let mut cached = unsafe { (*heap).cache[class].head_for_tests() };
+            let mut cached =
+                unsafe { BlockCache::head_for_tests(ptr::addr_of!((*heap).cache[class])) };
             while !cached.is_null() {
                 assert!(!first_frees.contains(&cached.cast()), "released");
                 // SAFETY: as above.
