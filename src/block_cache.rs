@@ -35,9 +35,12 @@
 //! with them. Blocks of other heaps' pools leave the cache through their
 //! owners' remote-free stacks (`heap`).
 //!
-//! Only the thread whose heap holds a cache touches it; statistics read
-//! `room` (an atomic written with plain stores) to count the blocks held,
-//! through a raw field pointer ([`BlockCache::held_at`]).
+//! Only the thread whose heap holds a cache writes it (plain stores to its
+//! atomics, or, on the free fast path, one `sub` on `room` in place, never
+//! a read-modify-write another thread could interleave with); statistics
+//! read `room` and `limit` to count the blocks held, through raw field
+//! pointers ([`BlockCache::held_at`]). Every operation takes the cache by
+//! raw pointer, never `&mut`, for that reason.
 
 use core::ptr::{self, null_mut};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};

@@ -30,8 +30,9 @@
 //!           Arenas (global, locked): 1 MiB, aligned, 64 pools each
 //!                  |
 //!           Arena space: 32 GiB reserved      free: "ours?" = one compare
-//!           up front, slots committed and     against the space; arenas
-//!           decommitted in place              outside it: address map
+//!           up front, slots committed and     against the heap's copy of
+//!           decommitted in place              the space's bounds; arenas
+//!                                             outside it: address map
 //!                  |                          (pointer -> arena, lock-free)
 //!                 OS (mmap / mprotect / munmap)  <- record slab: arena
 //!                                                    records and heaps,
@@ -45,8 +46,9 @@
 //! * An **arena** (1 MiB, aligned to its size) is carved into pools; arenas
 //!   are the unit taken from and returned to the OS ([`arena`], [`os`]).
 //!   They come from the **arena space**, address space reserved once, so
-//!   that free tells our blocks from malloc's with one compare
-//!   ([`arena_space`]); an arena the space cannot hold is mapped on its own.
+//!   that free tells our blocks from malloc's with one compare (against
+//!   the bounds each heap keeps a copy of, next to its block cache;
+//!   [`arena_space`]); an arena the space cannot hold is mapped on its own.
 //! * The **address map** tells, for any pointer, whether it is in one of
 //!   our arenas, so a pointer from malloc freed through this API goes back
 //!   to malloc ([`address_map`]).
