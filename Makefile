@@ -42,7 +42,7 @@ RUNNER   := target/pymalloc-python
 
 .PHONY: all headers lib check test-rust test-c test-c-asan test-headers test-exports \
         test-install test-cpython test-cpython-suite demo demo-c demo-python install uninstall \
-        clean fmt lint runner tune bench peers stress test-tune test-valgrind miri fuzz \
+        clean fmt lint test-msrv runner tune bench peers stress test-tune test-valgrind miri fuzz \
         bench-instructions bench-rust bench-python bench-python-instructions bench-page-faults \
         wheel test-python-package bench-burst user-venv
 
@@ -65,7 +65,7 @@ $(SHARED) $(STATIC): $(RUST_SRC)
 $(SONAME_LINK): $(SHARED)
 	ln -sf libpymalloc.so $@
 
-check: test-rust lint test-headers test-exports test-c test-c-asan test-valgrind test-install test-tune test-cpython \
+check: test-rust test-msrv lint test-headers test-exports test-c test-c-asan test-valgrind test-install test-tune test-cpython \
        test-python-package
 	@echo "make check: all tests passed"
 
@@ -74,6 +74,18 @@ check: test-rust lint test-headers test-exports test-c test-c-asan test-valgrind
 test-rust:
 	$(CARGO) test --release
 	PYMALLOC_ARENA_SIZE=2097152 $(CARGO) test --release --lib --target-dir target/arenas-2m
+
+# The library builds with the oldest Rust that Cargo.toml's rust-version
+# names (.ci/run installs that toolchain; skipped, with a message, where
+# rustup does not have it).
+MSRV := $(shell sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+test-msrv:
+	@if rustup run $(MSRV) rustc --version > /dev/null 2>&1; then \
+	    echo "building with Rust $(MSRV) (Cargo.toml's rust-version)"; \
+	    $(CARGO) +$(MSRV) build --release --lib --target-dir target/msrv; \
+	else \
+	    echo "test-msrv: skipped: no Rust $(MSRV) toolchain (rustup toolchain install $(MSRV) --profile minimal)"; \
+	fi
 
 lint:
 	$(CARGO) fmt --check
