@@ -80,18 +80,22 @@
 //! the heap registry in its submodules, the record slab that arena and
 //! heap records come from in [`slab`]), the lock order around `fork()`
 //! ([`fork`]), the system allocator ([`system`]), the domains and what can
-//! serve them (a leaf, [`setting`]), each domain's backend choice and
-//! routes ([`domain`]), every environment variable the library reads, with
-//! its parsing and checks ([`options`]), typed objects ([`object`]), the
-//! debug hooks ([`debug`]), statistics ([`stats`]), the allocation profiler
-//! ([`profile`]), the CPython hook tables, their installation and the
-//! forwarding of CPython-named exports to libpython ([`cpython`]),
-//! messages to the user ([`report`]) and the C ABI ([`ffi`]). Each memory function of the C
-//! ABI is one indirect jump through its domain's route, rewritten when the
-//! domain's state changes: to the pooled fast path for a plain domain, to
-//! libpython's function of the same name when a libpython comes after us,
-//! to the general path otherwise ([`ffi::routes`]); the other functions
-//! validate their arguments and call the core. Rust programs can make the
+//! serve them (a leaf, [`setting`]), each domain's state and the general
+//! path's per-call dispatch on it ([`domain`]), every environment variable
+//! the library reads, with its parsing and checks ([`options`]), typed
+//! objects ([`object`]), the debug hooks ([`debug`]), statistics
+//! ([`stats`]), the allocation profiler ([`profile`]), the CPython hook
+//! tables, their installation and the forwarding of CPython-named exports
+//! to libpython ([`cpython`]), messages to the user ([`report`]) and the C
+//! ABI ([`ffi`]). Each memory function of the C ABI is one indirect jump
+//! through its domain's route: to the pooled fast path for a plain domain,
+//! to libpython's function of the same name when a libpython comes after
+//! us, to the general path otherwise. Every change of a domain's state
+//! (its setting, the debug hooks, the profiler, forwarding) goes through
+//! the routes, which store the new state in [`domain`] and rewrite the
+//! domain's routes under one lock ([`ffi::routes`]); `domain` itself does
+//! not know the C ABI. The other functions validate their arguments and
+//! call the core. Rust programs can make the
 //! pools their global allocator with [`PyMalloc`] ([`global_alloc`]).
 
 // Every unsafe operation sits in an `unsafe` block of its own, also inside
