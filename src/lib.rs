@@ -95,40 +95,54 @@
 //! the routes, which store the new state in [`domain`] and rewrite the
 //! domain's routes under one lock ([`ffi::routes`]); `domain` itself does
 //! not know the C ABI. The other functions validate their arguments and
-//! call the core. Rust programs can make the
-//! pools their global allocator with [`PyMalloc`] ([`global_alloc`]).
+//! call the core. Rust programs can make the pools their global allocator
+//! with [`PyMalloc`] ([`global_alloc`]).
+//!
+//! Only the C ABI ([`ffi`]: its exports, also callable from Rust) and
+//! [`PyMalloc`] are public; every other module is internal to the crate,
+//! and the tests, benchmarks and fuzz target use the public surface alone.
+//! `cargo doc --document-private-items` renders this map with its links.
 
 // Every unsafe operation sits in an `unsafe` block of its own, also inside
 // `unsafe fn`s, and every such block says why it holds (`// SAFETY:`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+// Only the C ABI ([`ffi`]) and [`PyMalloc`] are public; the rest is
+// internal (`mod`). These docs are also the contributor's map of the
+// internal modules, and link to them: `cargo doc --document-private-items`
+// renders the links (and checks them), plain `cargo doc` shows their names.
+#![allow(rustdoc::private_intra_doc_links)]
 
-pub mod address_map;
-pub mod allocator;
-pub mod arena;
-pub mod arena_space;
+mod address_map;
+mod allocator;
+mod arena;
+mod arena_space;
+// Public (hidden) only until `BlockCache::push`, which only its tests use,
+// is `#[cfg(test)]`: block_cache.rs is being reworked in parallel, so this
+// change leaves it alone. Then `mod`, as the other internal modules.
+#[doc(hidden)]
 pub mod block_cache;
-pub mod config;
-pub mod cpython;
-pub mod debug;
-pub mod domain;
+mod config;
+mod cpython;
+mod debug;
+mod domain;
 pub mod ffi;
-pub mod fork;
-pub mod global_alloc;
-pub mod heap;
-pub mod object;
-pub mod options;
-pub mod os;
-pub mod pool;
-pub mod profile;
-pub mod report;
-pub mod setting;
-pub mod size_class;
-pub mod slab;
-pub mod stats;
-pub mod sync;
-pub mod system;
-pub mod thread;
+mod fork;
+mod global_alloc;
+mod heap;
+mod object;
+mod options;
+mod os;
+mod pool;
+mod profile;
+mod report;
+mod setting;
+mod size_class;
+mod slab;
+mod stats;
+mod sync;
+mod system;
+mod thread;
 
 pub use global_alloc::PyMalloc;
 

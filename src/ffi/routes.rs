@@ -248,6 +248,7 @@ macro_rules! jump {
 pub(crate) use jump;
 
 /// The four memory functions, in the order of a domain's routes.
+#[cfg(target_arch = "x86_64")]
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy)]
 pub enum Op {
@@ -258,18 +259,25 @@ pub enum Op {
 }
 
 /// Byte offset of `domain`'s route for `op` in the table.
+#[cfg(target_arch = "x86_64")]
 pub const fn offset(domain: usize, op: Op) -> usize {
     (domain * 4 + op as usize) * core::mem::size_of::<AtomicPtr<()>>()
 }
 
+// The route readers: the bodies of the exports where they are not one
+// naked jump (`jump!` off x86-64), and the tests.
+
 /// The current malloc target of `domain`.
+#[cfg(any(test, not(target_arch = "x86_64")))]
 #[inline(always)]
 pub fn malloc(domain: usize) -> MallocFn {
     let target = ROUTES.0[domain].malloc.load(Ordering::Acquire);
-    // SAFETY: the routes only ever hold `MallocFn`s (see `set`, `initial`).
+    // SAFETY: the routes only ever hold `MallocFn`s (see `publish`,
+    // `initial`).
     unsafe { core::mem::transmute::<*mut (), MallocFn>(target) }
 }
 
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub fn calloc(domain: usize) -> CallocFn {
     let target = ROUTES.0[domain].calloc.load(Ordering::Acquire);
@@ -277,6 +285,7 @@ pub fn calloc(domain: usize) -> CallocFn {
     unsafe { core::mem::transmute::<*mut (), CallocFn>(target) }
 }
 
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub fn realloc(domain: usize) -> ReallocFn {
     let target = ROUTES.0[domain].realloc.load(Ordering::Acquire);
@@ -284,6 +293,7 @@ pub fn realloc(domain: usize) -> ReallocFn {
     unsafe { core::mem::transmute::<*mut (), ReallocFn>(target) }
 }
 
+#[cfg(any(test, not(target_arch = "x86_64")))]
 #[inline(always)]
 pub fn free(domain: usize) -> FreeFn {
     let target = ROUTES.0[domain].free.load(Ordering::Acquire);
