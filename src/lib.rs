@@ -149,6 +149,9 @@ pub use global_alloc::PyMalloc;
 /// Runs when the library is loaded (ELF constructor): reads the
 /// environment, registers the fork handlers before any thread can
 /// allocate, and connects to a CPython in the process (see [`cpython`]).
+// Under Miri the constructor is not registered (see `ON_LOAD`), which
+// would leave it, and what only it calls, unused.
+#[cfg_attr(miri, allow(dead_code))]
 extern "C" fn on_load() {
     options::configure_from_env();
     fork::install_handlers();
