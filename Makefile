@@ -230,7 +230,7 @@ test-valgrind: $(addprefix $(OUT)/,$(VALGRIND_TESTS))
 	  valgrind --error-exitcode=99 --leak-check=no -q $(OUT)/$$t > /dev/null || exit 1; done
 
 # The pure core modules (no mmap, no inline assembly) under Miri (nightly).
-MIRI_TESTS := size_class:: block_cache:: domain:: options:: profile:: object::tests::var_size object::tests::layout \
+MIRI_TESTS := size_class:: block_cache:: ffi::routes:: options:: profile:: object::tests::var_size object::tests::layout \
               stats::tests::values_are_grouped sync::
 miri:
 	$(CARGO) +nightly miri test --lib -- $(MIRI_TESTS)

@@ -43,7 +43,7 @@
 //! pool kept a whole arena's faulted-in pages resident: after a freed
 //! peak, the resident set depended on where the survivors happened to lie.
 //!
-//! Arena memory comes from the arena space ([`arena_space`]), a span
+//! Arena memory comes from the arena space ([`arena_space`](crate::arena_space)), a span
 //! reserved up front so that the free path recognises our blocks with one
 //! compare; given-back arenas are decommitted in place. When the span
 //! cannot serve (full, refused, or an address-space limit in force), an
@@ -223,7 +223,6 @@ pub(crate) fn unlock_after_fork(in_child: bool) {
 pub struct ArenaView {
     pub base: usize,
     pub carved: usize,
-    pub free_count: usize,
 }
 
 impl Arenas {
@@ -541,6 +540,7 @@ impl Arenas {
     }
 
     /// Wholly free arenas kept mapped.
+    #[cfg(test)]
     pub fn free_arenas_kept(&self) -> usize {
         self.free_arenas
     }
@@ -718,7 +718,6 @@ impl Arenas {
                     views.push(ArenaView {
                         base: a.base,
                         carved: a.carved,
-                        free_count: a.free_count,
                     });
                     arena = a.next;
                 }

@@ -455,7 +455,7 @@ forwards!(
 
 /// libpython's own memory functions for `domain`, when a libpython comes
 /// after us in lookup order: `on_load` forwards the domain's exports to
-/// them ([`domain::forward`]).
+/// them ([`crate::ffi::routes::forward`]).
 fn forward_targets(domain: Domain) -> Option<Targets> {
     let f = &FORWARDS;
     let [malloc, calloc, realloc, free] = match domain {
@@ -564,7 +564,7 @@ pub fn on_load() {
     resolve_forwards();
     for domain in Domain::ALL {
         if let Some(libpython) = forward_targets(domain) {
-            domain::forward(domain, libpython);
+            crate::ffi::routes::forward(domain, libpython);
         }
     }
     if !preloaded() || !crate::options::cpython_install_allowed() {

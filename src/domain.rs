@@ -1,7 +1,7 @@
 //! The domains of the memory API — raw (`PyMem_Raw*`), memory
 //! (`PyMem_*`), object (`PyObject_*`), plus the pooled allocator's own
-//! family (`PyCore_*`) — what serves each, and where each domain's
-//! exports go (its routes, [`crate::ffi::routes`]).
+//! family (`PyCore_*`) — what serves each, and the per-call dispatch that
+//! follows it.
 //!
 //! The 2002 proposal's "configure option": each domain is served either by
 //! libc malloc or by the pooled allocator, optionally under the debug hooks
@@ -25,18 +25,26 @@
 //! them, each domain checks that its blocks come back through its own
 //! family.
 //!
+//! This module holds each domain's state and dispatches on it per call
+//! (the general path). It does not change the state itself: the C ABI's
+//! routes do, because each change must republish where the domain's
+//! exports jump, atomically with the new state (`ffi::routes`, above this
+//! module: the targets it chooses are C functions of the ABI, and the
+//! general ones call back into the dispatch here). The state byte's
+//! layout stays private to this module: the routes change it with
+//! [`with_setting`] and [`with_profiling`] and read it with [`is_plain`]
+//! and [`frees_plain`].
+//!
 //! The domain types themselves are in the leaf module [`crate::setting`]
 //! (re-exported here), so that the debug hooks and the profiler, which this
 //! module calls, can name a domain without importing it.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::allocator;
 use crate::config::{MEM_POOLED_BY_DEFAULT, OBJ_POOLED_BY_DEFAULT, RAW_POOLED_BY_DEFAULT};
 use crate::debug;
-use crate::ffi::routes::{Choice, Targets, PLAIN};
 use crate::profile;
-use crate::sync::Locked;
 use crate::system;
 
 pub use crate::setting::{Backend, Domain, Setting};
@@ -73,7 +81,7 @@ const fn decode(state: u8) -> Setting {
 
 /// Each domain's state byte: its setting, and whether the profiler counts
 /// its requests. Read by the general routes per call and by statistics;
-/// the exports read the routes chosen from it ([`crate::ffi::routes`]).
+/// the exports read the routes chosen from it (`ffi::routes`).
 static STATE: [AtomicU8; 4] = [
     AtomicU8::new(encode(DEFAULT_SETTINGS[0])),
     AtomicU8::new(encode(DEFAULT_SETTINGS[1])),
@@ -81,22 +89,10 @@ static STATE: [AtomicU8; 4] = [
     AtomicU8::new(encode(DEFAULT_SETTINGS[3])),
 ];
 
-/// Serialises state changes, so that the routes published last are those
-/// of the state stored last; holds, per domain, the targets its exports
-/// are forwarded to, if any (see [`forward`]). A leaf lock: nothing is
-/// taken under it.
-static STATE_CHANGE: Locked<[Option<Targets>; 4]> = Locked::new([None; 4]);
-
-/// Take the state-change lock before `fork()` (see [`fork`](crate::fork)
-/// for the order of all the locks).
-pub(crate) fn lock_for_fork() {
-    STATE_CHANGE.acquire_for_fork();
-}
-
-/// Release the state-change lock after `fork()`, in the parent or the child.
-pub(crate) fn unlock_after_fork(in_child: bool) {
-    STATE_CHANGE.release_after_fork(in_child);
-}
+/// Whether each domain's exports are forwarded to libpython's functions
+/// of the same names (set once, by `ffi::routes::forward`), for the
+/// statistics.
+static FORWARDED: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
 
 /// Everything about how `domain` is served, in one byte: zero bits other
 /// than `POOLED` mean the plain pooled fast path.
@@ -105,42 +101,50 @@ pub fn state(domain: Domain) -> u8 {
     STATE[domain as usize].load(Ordering::Relaxed)
 }
 
-/// Change `domain`'s state to `update(old)` and point its exports'
-/// routes at what the new state calls for. Every change goes through here.
-fn update_state(domain: Domain, update: impl FnOnce(u8) -> u8) {
-    let forwarded = STATE_CHANGE.lock();
-    let slot = &STATE[domain as usize];
-    let new = update(slot.load(Ordering::Relaxed));
-    slot.store(new, Ordering::Relaxed);
-    crate::ffi::routes::set(
-        domain as usize,
-        routes_for(domain, new, forwarded[domain as usize]),
-    );
+/// Store `domain`'s new state. Only the routes' state changes call it,
+/// serialised by their lock, and then point the domain's exports at what
+/// the new state calls for (`ffi::routes`).
+pub(crate) fn store_state(domain: Domain, state: u8) {
+    STATE[domain as usize].store(state, Ordering::Relaxed);
 }
 
-/// The targets `domain`'s exports call in state `state`, or `forwarded`
-/// whatever the state (see [`crate::ffi::routes`]).
-fn routes_for(domain: Domain, state: u8, forwarded: Option<Targets>) -> Choice {
-    if let Some(elsewhere) = forwarded {
-        return Choice {
-            allocate: elsewhere,
-            free: elsewhere.free,
-        };
-    }
-    let general = match domain {
-        Domain::Raw => crate::ffi::pymem::RAW_GENERAL,
-        Domain::Mem => crate::ffi::pymem::MEM_GENERAL,
-        Domain::Obj => crate::ffi::objimpl::OBJECT_GENERAL,
-        Domain::Core => crate::ffi::core::CORE_GENERAL,
+/// `state` with `setting` in place of its setting (the profiler's bit
+/// kept). `PyCore_*` is always served by the pools.
+pub(crate) const fn with_setting(domain: Domain, state: u8, setting: Setting) -> u8 {
+    let backend = match domain {
+        Domain::Core => Backend::Pymalloc,
+        _ => setting.backend,
     };
-    Choice {
-        allocate: if state == POOLED { PLAIN } else { general },
-        free: if state & DEBUG == 0 {
-            PLAIN.free
-        } else {
-            general.free
-        },
-    }
+    encode(Setting { backend, ..setting }) | (state & PROFILE)
+}
+
+/// `state` with the profiler counting the domain's requests.
+pub(crate) const fn with_profiling(state: u8) -> u8 {
+    state | PROFILE
+}
+
+/// Whether a domain in `state` allocates through the plain pooled fast
+/// path: the pools, nothing over them.
+pub(crate) const fn is_plain(state: u8) -> bool {
+    state == POOLED
+}
+
+/// Whether a domain in `state` frees through the plain path (no debug
+/// header on its blocks: ownership decides who frees them).
+pub(crate) const fn frees_plain(state: u8) -> bool {
+    state & DEBUG == 0
+}
+
+/// Record that `domain`'s exports are forwarded to libpython (see
+/// [`forwarding`]).
+pub(crate) fn mark_forwarded(domain: Domain) {
+    FORWARDED[domain as usize].store(true, Ordering::Relaxed);
+}
+
+/// Whether `domain`'s exports are forwarded to libpython's functions of
+/// the same names (`ffi::routes::forward`).
+pub fn forwarding(domain: Domain) -> bool {
+    FORWARDED[domain as usize].load(Ordering::Relaxed)
 }
 
 pub fn setting(domain: Domain) -> Setting {
@@ -149,48 +153,6 @@ pub fn setting(domain: Domain) -> Setting {
 
 pub fn backend(domain: Domain) -> Backend {
     setting(domain).backend
-}
-
-pub fn set(domain: Domain, setting: Setting) {
-    let backend = match domain {
-        Domain::Core => Backend::Pymalloc,
-        _ => setting.backend,
-    };
-    let encoded = encode(Setting { backend, ..setting });
-    update_state(domain, |old| encoded | (old & PROFILE));
-}
-
-/// From now on, `domain`'s exports call `targets` (another allocator's
-/// functions of the same names and contracts), whatever the domain's
-/// state: the CPython integration passes libpython's own functions when a
-/// libpython comes after us in lookup order ([`crate::cpython`]).
-pub fn forward(domain: Domain, targets: Targets) {
-    let mut forwarded = STATE_CHANGE.lock();
-    forwarded[domain as usize] = Some(targets);
-    let choice = routes_for(domain, state(domain), Some(targets));
-    crate::ffi::routes::set(domain as usize, choice);
-}
-
-/// Whether `domain`'s exports are forwarded (see [`forward`]).
-pub fn forwarding(domain: Domain) -> bool {
-    STATE_CHANGE.lock()[domain as usize].is_some()
-}
-
-/// Route every domain's requests through the profiler from now on.
-pub fn enable_profiling() {
-    profile::enable();
-    for domain in Domain::WITH_CORE {
-        update_state(domain, |old| old | PROFILE);
-    }
-}
-
-/// `PyMem_SetupDebugHooks`: the debug hooks over whatever serves each
-/// domain. Blocks allocated before have no debug header: call it before
-/// allocating.
-pub fn enable_debug_hooks() {
-    for domain in Domain::WITH_CORE {
-        set(domain, setting(domain).with_debug(true));
-    }
 }
 
 #[inline(always)]
@@ -289,46 +251,4 @@ unsafe fn record_realloc(domain: Domain, state: u8, block: *mut u8, size: usize)
         Some(unsafe { libc::malloc_usable_size(block.cast()) })
     };
     profile::record_realloc(domain, old_size, size);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MALLOC: Setting = Setting::plain(false);
-    const POOL: Setting = Setting::plain(true);
-
-    /// The exports' routes follow the domain's state: the plain targets
-    /// only while nothing is over the pools (a malloc backend still frees
-    /// through the plain route, where ownership decides), never with the
-    /// debug hooks, whose blocks carry a header.
-    #[test]
-    fn routes_follow_the_domains_state() {
-        use crate::ffi::routes;
-        let raw = Domain::Raw as usize;
-        let plain_malloc = || routes::malloc(raw) as usize == PLAIN.malloc as usize;
-        let plain_free = || routes::free(raw) as usize == PLAIN.free as usize;
-        let saved = setting(Domain::Raw);
-        set(Domain::Raw, MALLOC);
-        assert!(!plain_malloc() && plain_free(), "malloc backend");
-        set(
-            Domain::Raw,
-            Setting {
-                debug: true,
-                ..MALLOC
-            },
-        );
-        assert!(!plain_malloc() && !plain_free(), "debug hooks");
-        set(Domain::Raw, POOL);
-        assert!(plain_malloc() && plain_free(), "pooled");
-        set(
-            Domain::Raw,
-            Setting {
-                debug: true,
-                ..POOL
-            },
-        );
-        assert!(!plain_malloc() && !plain_free(), "pooled, debug hooks");
-        set(Domain::Raw, saved);
-    }
 }

@@ -19,7 +19,7 @@
 //!    with another lock of the allocator.
 //! 4. **The arenas** ([`arena`]): nothing of the allocator is taken under
 //!    it.
-//! 5. **Domain state changes** ([`domain`]): a leaf (routes are rewritten
+//! 5. **Domain state changes** ([`routes`]): a leaf (routes are rewritten
 //!    under it, nothing is taken), so last: whoever holds it waits for no
 //!    other lock, whatever that thread held before taking it.
 //!
@@ -37,7 +37,8 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::{arena, cpython, debug, domain, heap};
+use crate::ffi::routes;
+use crate::{arena, cpython, debug, heap};
 
 static HANDLERS_INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -62,12 +63,12 @@ extern "C" fn before_fork() {
     debug::lock_for_fork();
     heap::lock_for_fork();
     arena::lock_for_fork();
-    domain::lock_for_fork();
+    routes::lock_for_fork();
 }
 
 /// Release every lock, innermost first.
 fn unlock_all(in_child: bool) {
-    domain::unlock_after_fork(in_child);
+    routes::unlock_after_fork(in_child);
     arena::unlock_after_fork(in_child);
     heap::unlock_after_fork(in_child);
     debug::unlock_after_fork(in_child);

@@ -1,22 +1,5 @@
-//! The pooled allocator as Rust's global allocator:
-//!
-//! ```
-//! #[global_allocator]
-//! static ALLOCATOR: pymalloc::PyMalloc = pymalloc::PyMalloc;
-//!
-//! fn main() {
-//!     let name = String::from("a small string");
-//!     assert!(pymalloc::allocator::owns(name.as_ptr()));
-//! }
-//! ```
-//!
-//! Requests of 1..=threshold bytes whose alignment the size classes
-//! guarantee (`ALIGNMENT`) come from the calling thread's pools, exactly
-//! as `PyCore_Malloc` serves them; everything else goes to libc
-//! (`posix_memalign` when the alignment is above what malloc guarantees).
-//! Deallocation asks the address map, not the layout, which block is whose:
-//! a thread that allocates after its heap was retired gets libc memory for
-//! a small layout too, and that block must go back to libc.
+//! The pooled allocator as Rust's global allocator ([`PyMalloc`], whose
+//! documentation says what it serves and how).
 //!
 //! The library itself never allocates through Rust's allocator on the paths
 //! that create heaps or arenas, so installing it globally cannot recurse.
@@ -32,7 +15,26 @@ use crate::system;
 /// Alignment every `malloc` result has on the supported 64-bit platforms.
 const MALLOC_ALIGNMENT: usize = 16;
 
-/// pymalloc-rs as a [`GlobalAlloc`]. See the module documentation.
+/// pymalloc-rs as a [`GlobalAlloc`]:
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOCATOR: pymalloc::PyMalloc = pymalloc::PyMalloc;
+///
+/// fn main() {
+///     let name = String::from("a small string");
+///     let pooled = pymalloc::ffi::core::PyCore_IsPooled(name.as_ptr().cast());
+///     assert_eq!(pooled, 1);
+/// }
+/// ```
+///
+/// Requests of 1..=threshold bytes whose alignment the size classes
+/// guarantee (`ALIGNMENT`) come from the calling thread's pools, exactly
+/// as `PyCore_Malloc` serves them; everything else goes to libc
+/// (`posix_memalign` when the alignment is above what malloc guarantees).
+/// Deallocation asks the address map, not the layout, which block is whose:
+/// a thread that allocates after its heap was retired gets libc memory for
+/// a small layout too, and that block must go back to libc.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PyMalloc;
 

@@ -80,57 +80,78 @@
 //! the heap registry in its submodules, the record slab that arena and
 //! heap records come from in [`slab`]), the lock order around `fork()`
 //! ([`fork`]), the system allocator ([`system`]), the domains and what can
-//! serve them (a leaf, [`setting`]), each domain's backend choice and
-//! routes ([`domain`]), every environment variable the library reads, with
-//! its parsing and checks ([`options`]), typed objects ([`object`]), the
-//! debug hooks ([`debug`]), statistics ([`stats`]), the allocation profiler
-//! ([`profile`]), the CPython hook tables, their installation and the
-//! forwarding of CPython-named exports to libpython ([`cpython`]),
-//! messages to the user ([`report`]) and the C ABI ([`ffi`]). Each memory function of the C
-//! ABI is one indirect jump through its domain's route, rewritten when the
-//! domain's state changes: to the pooled fast path for a plain domain, to
-//! libpython's function of the same name when a libpython comes after us,
-//! to the general path otherwise ([`ffi::routes`]); the other functions
-//! validate their arguments and call the core. Rust programs can make the
-//! pools their global allocator with [`PyMalloc`] ([`global_alloc`]).
+//! serve them (a leaf, [`setting`]), each domain's state and the general
+//! path's per-call dispatch on it ([`domain`]), every environment variable
+//! the library reads, with its parsing and checks ([`options`]), typed
+//! objects ([`object`]), the debug hooks ([`debug`]), statistics
+//! ([`stats`]), the allocation profiler ([`profile`]), the CPython hook
+//! tables, their installation and the forwarding of CPython-named exports
+//! to libpython ([`cpython`]), messages to the user ([`report`]) and the C
+//! ABI ([`ffi`]). Each memory function of the C ABI is one indirect jump
+//! through its domain's route: to the pooled fast path for a plain domain,
+//! to libpython's function of the same name when a libpython comes after
+//! us, to the general path otherwise. Every change of a domain's state
+//! (its setting, the debug hooks, the profiler, forwarding) goes through
+//! the routes, which store the new state in [`domain`] and rewrite the
+//! domain's routes under one lock ([`ffi::routes`]); `domain` itself does
+//! not know the C ABI. The other functions validate their arguments and
+//! call the core. Rust programs can make the pools their global allocator
+//! with [`PyMalloc`] ([`global_alloc`]).
+//!
+//! Only the C ABI ([`ffi`]: its exports, also callable from Rust) and
+//! [`PyMalloc`] are public; every other module is internal to the crate,
+//! and the tests, benchmarks and fuzz target use the public surface alone.
+//! `cargo doc --document-private-items` renders this map with its links.
 
 // Every unsafe operation sits in an `unsafe` block of its own, also inside
 // `unsafe fn`s, and every such block says why it holds (`// SAFETY:`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+// Only the C ABI ([`ffi`]) and [`PyMalloc`] are public; the rest is
+// internal (`mod`). These docs are also the contributor's map of the
+// internal modules, and link to them: `cargo doc --document-private-items`
+// renders the links (and checks them), plain `cargo doc` shows their names.
+#![allow(rustdoc::private_intra_doc_links)]
 
-pub mod address_map;
-pub mod allocator;
-pub mod arena;
-pub mod arena_space;
+mod address_map;
+mod allocator;
+mod arena;
+mod arena_space;
+// Public (hidden) only until `BlockCache::push`, which only its tests use,
+// is `#[cfg(test)]`: block_cache.rs is being reworked in parallel, so this
+// change leaves it alone. Then `mod`, as the other internal modules.
+#[doc(hidden)]
 pub mod block_cache;
-pub mod config;
-pub mod cpython;
-pub mod debug;
-pub mod domain;
+mod config;
+mod cpython;
+mod debug;
+mod domain;
 pub mod ffi;
-pub mod fork;
-pub mod global_alloc;
-pub mod heap;
-pub mod object;
-pub mod options;
-pub mod os;
-pub mod pool;
-pub mod profile;
-pub mod report;
-pub mod setting;
-pub mod size_class;
-pub mod slab;
-pub mod stats;
-pub mod sync;
-pub mod system;
-pub mod thread;
+mod fork;
+mod global_alloc;
+mod heap;
+mod object;
+mod options;
+mod os;
+mod pool;
+mod profile;
+mod report;
+mod setting;
+mod size_class;
+mod slab;
+mod stats;
+mod sync;
+mod system;
+mod thread;
 
 pub use global_alloc::PyMalloc;
 
 /// Runs when the library is loaded (ELF constructor): reads the
 /// environment, registers the fork handlers before any thread can
 /// allocate, and connects to a CPython in the process (see [`cpython`]).
+// Under Miri the constructor is not registered (see `ON_LOAD`), which
+// would leave it, and what only it calls, unused.
+#[cfg_attr(miri, allow(dead_code))]
 extern "C" fn on_load() {
     options::configure_from_env();
     fork::install_handlers();

@@ -45,6 +45,7 @@ use crate::block_cache::{self, DEFAULT_BYTES_PER_CLASS};
 use crate::config::ARENA_SIZE;
 use crate::debug;
 use crate::domain::{self, Domain, Setting};
+use crate::ffi::routes;
 
 /// An invalid value of an environment variable.
 #[derive(Debug, PartialEq, Eq)]
@@ -254,11 +255,11 @@ pub fn configure_from_env() {
     let lookup = |name: &str| std::env::var(name).ok();
     let chosen = or_abort(choose_from_env(lookup));
     for (domain, setting) in Domain::WITH_CORE.into_iter().zip(chosen) {
-        domain::set(domain, setting);
+        routes::set(domain, setting);
     }
     debug::set_warn_only(or_abort(debug_action_warns(&lookup)));
     if profile_requested() {
-        domain::enable_profiling();
+        routes::enable_profiling();
     }
     let value = |name: &str| lookup(name);
     arena::set_decay_ms(or_abort(arena_decay_ms(

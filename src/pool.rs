@@ -213,15 +213,6 @@ impl Pool {
     pub fn class(&self) -> usize {
         self.class.load(Relaxed) as usize
     }
-
-    /// Blocks this pool can hold.
-    pub fn capacity(&self) -> usize {
-        POOL_SIZE / self.block_size as usize
-    }
-
-    pub fn has_uncarved_blocks(&self) -> bool {
-        self.next_offset as usize + self.block_size as usize <= POOL_SIZE
-    }
 }
 
 /// What another thread (statistics) may see of a pool record.

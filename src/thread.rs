@@ -14,7 +14,6 @@
 //! exited placeholder behind, so allocations made by later TLS destructors
 //! are recognised.
 
-use core::ptr::null_mut;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::heap::Heap;
@@ -145,14 +144,6 @@ pub fn register_exit(heap: *mut Heap, on_exit: unsafe extern "C" fn(*mut libc::c
     // SAFETY: `key` was created above; the value is non-null so the
     // destructor runs at thread exit.
     unsafe { libc::pthread_setspecific(key, heap.cast()) == 0 }
-}
-
-pub fn unregister_exit() {
-    let key = EXIT_KEY.load(Ordering::Acquire);
-    if key != KEY_UNSET {
-        // SAFETY: clearing this thread's value of a created key.
-        unsafe { libc::pthread_setspecific(key, null_mut()) };
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
 use std::thread;
 
+use pymalloc::ffi::core::PyCore_IsPooled;
 use pymalloc::PyMalloc;
 
 #[global_allocator]
@@ -15,9 +16,9 @@ fn small_boxes_come_from_the_pools_and_large_ones_from_libc() {
     let small = Box::new([7u8; 48]);
     let large = vec![1u8; 4096];
     let over_aligned = Box::new(Aligned64([3; 64]));
-    assert!(pymalloc::allocator::owns(small.as_ptr()));
-    assert!(!pymalloc::allocator::owns(large.as_ptr()));
-    assert!(!pymalloc::allocator::owns(over_aligned.0.as_ptr()));
+    assert!(PyCore_IsPooled(small.as_ptr().cast()) != 0);
+    assert!(PyCore_IsPooled(large.as_ptr().cast()) == 0);
+    assert!(PyCore_IsPooled(over_aligned.0.as_ptr().cast()) == 0);
     assert_eq!(&*over_aligned as *const Aligned64 as usize % 64, 0);
 }
 

@@ -9,7 +9,7 @@
 pub mod core;
 pub mod objimpl;
 pub mod pymem;
-pub mod routes;
+pub(crate) mod routes;
 
 /// CPython's public wrappers refuse sizes above `PY_SSIZE_T_MAX` before any
 /// allocator sees them.

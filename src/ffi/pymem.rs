@@ -5,7 +5,7 @@ use core::ffi::c_void;
 
 use super::general_targets;
 use super::routes::{self, Targets};
-use crate::domain::{self, Domain};
+use crate::domain::Domain;
 
 /// Raw domain: allocate `size` bytes. Safe to call from any thread, with no
 /// lock held. Zero bytes give a distinct non-NULL pointer; NULL on
@@ -93,5 +93,5 @@ pub(crate) const MEM_GENERAL: Targets = general_targets!(Domain::Mem, "PyMem_");
 #[unsafe(no_mangle)]
 pub extern "C" fn PyMem_SetupDebugHooks() {
     crate::cpython::return_via_libpython!(PyMem_SetupDebugHooks as unsafe extern "C" fn(),);
-    domain::enable_debug_hooks();
+    routes::enable_debug_hooks();
 }

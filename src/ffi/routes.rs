@@ -24,6 +24,14 @@
 //! test, like a plain one. Switching a domain to the debug hooks changes
 //! the free route before the allocation routes, so that no block with a
 //! debug header is ever freed by the plain route.
+//!
+//! Every change of a domain's state goes through this module ([`set`],
+//! [`forward`], [`enable_profiling`], [`enable_debug_hooks`]): under one
+//! lock, it stores the new state in [`crate::domain`] and then points the
+//! domain's routes at what that state calls for, so that the routes
+//! published last are those of the state stored last. The domain module
+//! below keeps the state and the general path's per-call dispatch on it,
+//! and knows nothing of the routes.
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -31,6 +39,9 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use super::{count_ok, size_ok};
 use crate::allocator;
 use crate::config::{MEM_POOLED_BY_DEFAULT, OBJ_POOLED_BY_DEFAULT, RAW_POOLED_BY_DEFAULT};
+use crate::domain::{self, Domain, Setting};
+use crate::profile;
+use crate::sync::Locked;
 
 pub type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
 pub type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
@@ -63,14 +74,13 @@ pub const PLAIN: Targets = Targets {
     free: plain_free,
 };
 
-/// What a domain's routes point to, given by the domain's owner
-/// (`domain::update_state`).
+/// What a domain's routes point to (chosen by [`routes_for`]).
 #[derive(Clone, Copy)]
-pub struct Choice {
+struct Choice {
     /// Allocation targets: plain, general or forwarded.
-    pub allocate: Targets,
+    allocate: Targets,
     /// The free target (see the module documentation).
-    pub free: FreeFn,
+    free: FreeFn,
 }
 
 const fn initial(general: Targets, pooled: bool) -> DomainRoutes {
@@ -97,7 +107,7 @@ pub(crate) static ROUTES: Routes = Routes([
 
 /// Point `domain`'s routes at `choice`: the free route first when it
 /// leaves the plain path (see the module documentation), last otherwise.
-pub fn set(domain: usize, choice: Choice) {
+fn publish(domain: usize, choice: Choice) {
     let routes = &ROUTES.0[domain];
     let free_leaves_plain = choice.free as *const () != plain_free as *const ();
     if free_leaves_plain {
@@ -114,6 +124,102 @@ pub fn set(domain: usize, choice: Choice) {
         .store(choice.allocate.realloc as *mut (), Ordering::Release);
     if !free_leaves_plain {
         routes.free.store(choice.free as *mut (), Ordering::Release);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State changes: each stores the domain's new state, then its routes.
+
+/// Serialises state changes, so that the routes published last are those
+/// of the state stored last; holds, per domain, the targets its exports
+/// are forwarded to, if any (see [`forward`]). A leaf lock: nothing is
+/// taken under it.
+static STATE_CHANGE: Locked<[Option<Targets>; 4]> = Locked::new([None; 4]);
+
+/// Take the state-change lock before `fork()` (see [`fork`](crate::fork)
+/// for the order of all the locks).
+pub(crate) fn lock_for_fork() {
+    STATE_CHANGE.acquire_for_fork();
+}
+
+/// Release the state-change lock after `fork()`, in the parent or the child.
+pub(crate) fn unlock_after_fork(in_child: bool) {
+    STATE_CHANGE.release_after_fork(in_child);
+}
+
+/// Change `domain`'s state to `update(old)` and point its exports'
+/// routes at what the new state calls for. Every change goes through here.
+fn update_state(domain: Domain, update: impl FnOnce(u8) -> u8) {
+    let forwarded = STATE_CHANGE.lock();
+    let new = update(domain::state(domain));
+    domain::store_state(domain, new);
+    publish(
+        domain as usize,
+        routes_for(domain, new, forwarded[domain as usize]),
+    );
+}
+
+/// The targets `domain`'s exports call in state `state`, or `forwarded`
+/// whatever the state.
+fn routes_for(domain: Domain, state: u8, forwarded: Option<Targets>) -> Choice {
+    if let Some(elsewhere) = forwarded {
+        return Choice {
+            allocate: elsewhere,
+            free: elsewhere.free,
+        };
+    }
+    let general = match domain {
+        Domain::Raw => super::pymem::RAW_GENERAL,
+        Domain::Mem => super::pymem::MEM_GENERAL,
+        Domain::Obj => super::objimpl::OBJECT_GENERAL,
+        Domain::Core => super::core::CORE_GENERAL,
+    };
+    Choice {
+        allocate: if domain::is_plain(state) {
+            PLAIN
+        } else {
+            general
+        },
+        free: if domain::frees_plain(state) {
+            PLAIN.free
+        } else {
+            general.free
+        },
+    }
+}
+
+/// Serve `domain` as `setting` says from now on (`PyCore_*` always from
+/// the pools).
+pub fn set(domain: Domain, setting: Setting) {
+    update_state(domain, |old| domain::with_setting(domain, old, setting));
+}
+
+/// From now on, `domain`'s exports call `targets` (another allocator's
+/// functions of the same names and contracts), whatever the domain's
+/// state: the CPython integration passes libpython's own functions when a
+/// libpython comes after us in lookup order ([`crate::cpython`]).
+pub fn forward(domain: Domain, targets: Targets) {
+    let mut forwarded = STATE_CHANGE.lock();
+    forwarded[domain as usize] = Some(targets);
+    domain::mark_forwarded(domain);
+    let choice = routes_for(domain, domain::state(domain), Some(targets));
+    publish(domain as usize, choice);
+}
+
+/// Route every domain's requests through the profiler from now on.
+pub fn enable_profiling() {
+    profile::enable();
+    for domain in Domain::WITH_CORE {
+        update_state(domain, domain::with_profiling);
+    }
+}
+
+/// `PyMem_SetupDebugHooks`: the debug hooks over whatever serves each
+/// domain. Blocks allocated before have no debug header: call it before
+/// allocating.
+pub fn enable_debug_hooks() {
+    for domain in Domain::WITH_CORE {
+        set(domain, domain::setting(domain).with_debug(true));
     }
 }
 
@@ -142,6 +248,7 @@ macro_rules! jump {
 pub(crate) use jump;
 
 /// The four memory functions, in the order of a domain's routes.
+#[cfg(target_arch = "x86_64")]
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy)]
 pub enum Op {
@@ -152,18 +259,25 @@ pub enum Op {
 }
 
 /// Byte offset of `domain`'s route for `op` in the table.
+#[cfg(target_arch = "x86_64")]
 pub const fn offset(domain: usize, op: Op) -> usize {
     (domain * 4 + op as usize) * core::mem::size_of::<AtomicPtr<()>>()
 }
 
+// The route readers: the bodies of the exports where they are not one
+// naked jump (`jump!` off x86-64), and the tests.
+
 /// The current malloc target of `domain`.
+#[cfg(any(test, not(target_arch = "x86_64")))]
 #[inline(always)]
 pub fn malloc(domain: usize) -> MallocFn {
     let target = ROUTES.0[domain].malloc.load(Ordering::Acquire);
-    // SAFETY: the routes only ever hold `MallocFn`s (see `set`, `initial`).
+    // SAFETY: the routes only ever hold `MallocFn`s (see `publish`,
+    // `initial`).
     unsafe { core::mem::transmute::<*mut (), MallocFn>(target) }
 }
 
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub fn calloc(domain: usize) -> CallocFn {
     let target = ROUTES.0[domain].calloc.load(Ordering::Acquire);
@@ -171,6 +285,7 @@ pub fn calloc(domain: usize) -> CallocFn {
     unsafe { core::mem::transmute::<*mut (), CallocFn>(target) }
 }
 
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub fn realloc(domain: usize) -> ReallocFn {
     let target = ROUTES.0[domain].realloc.load(Ordering::Acquire);
@@ -178,6 +293,7 @@ pub fn realloc(domain: usize) -> ReallocFn {
     unsafe { core::mem::transmute::<*mut (), ReallocFn>(target) }
 }
 
+#[cfg(any(test, not(target_arch = "x86_64")))]
 #[inline(always)]
 pub fn free(domain: usize) -> FreeFn {
     let target = ROUTES.0[domain].free.load(Ordering::Acquire);
@@ -238,4 +354,45 @@ unsafe extern "C" fn plain_realloc(block: *mut c_void, size: usize) -> *mut c_vo
 unsafe extern "C" fn plain_free(block: *mut c_void) {
     // SAFETY: guaranteed by the caller.
     unsafe { allocator::free(block.cast()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MALLOC: Setting = Setting::plain(false);
+    const POOL: Setting = Setting::plain(true);
+
+    /// The exports' routes follow the domain's state: the plain targets
+    /// only while nothing is over the pools (a malloc backend still frees
+    /// through the plain route, where ownership decides), never with the
+    /// debug hooks, whose blocks carry a header.
+    #[test]
+    fn routes_follow_the_domains_state() {
+        let raw = Domain::Raw as usize;
+        let plain_malloc = || malloc(raw) as usize == PLAIN.malloc as usize;
+        let plain_free = || free(raw) as usize == PLAIN.free as usize;
+        let saved = domain::setting(Domain::Raw);
+        set(Domain::Raw, MALLOC);
+        assert!(!plain_malloc() && plain_free(), "malloc backend");
+        set(
+            Domain::Raw,
+            Setting {
+                debug: true,
+                ..MALLOC
+            },
+        );
+        assert!(!plain_malloc() && !plain_free(), "debug hooks");
+        set(Domain::Raw, POOL);
+        assert!(plain_malloc() && plain_free(), "pooled");
+        set(
+            Domain::Raw,
+            Setting {
+                debug: true,
+                ..POOL
+            },
+        );
+        assert!(!plain_malloc() && !plain_free(), "pooled, debug hooks");
+        set(Domain::Raw, saved);
+    }
 }

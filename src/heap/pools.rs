@@ -3,7 +3,7 @@
 //!
 //! * Allocation that finds no free block in its class's first pool
 //!   (`alloc_slow`): a thread's first allocation gets it a heap (from the
-//!   [`registry`](super::registry)); then the heap takes back the blocks
+//!   [`registry`]); then the heap takes back the blocks
 //!   other threads freed into it, and failing that takes a pool, from its
 //!   cache of empty pools or from the arenas.
 //! * Pools changing lists: a pool whose last free block was taken leaves
