@@ -184,12 +184,14 @@ impl BlockCache {
         }
     }
 
-    /// Park `block`; false (and nothing done) when the stack is full.
+    /// Park `block`; false (and nothing done) when the stack is full. The
+    /// free fast path does the same in two steps (`heap::cache_take_room`,
+    /// then [`Self::push_counted`]).
     ///
     /// # Safety
     /// `cache` is a cache of the calling thread's heap; `block` is a live
     /// block of this cache's class that it gives up (from any heap's pool).
-    #[inline(always)]
+    #[cfg(test)]
     pub unsafe fn push(cache: *mut BlockCache, block: *mut Block) -> bool {
         // SAFETY: as guaranteed by the caller; room is taken first.
         unsafe {

@@ -31,8 +31,8 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::allocator::{self, Fallback};
 use crate::domain::{self, Backend, Domain};
-use crate::ffi::routes::{CallocFn, FreeFn, MallocFn, ReallocFn, Targets};
 use crate::profile;
+use crate::setting::{CallocFn, FreeFn, MallocFn, ReallocFn, Targets};
 use crate::sync::Locked;
 use crate::system;
 
@@ -414,7 +414,10 @@ macro_rules! forwards {
             $($name: AtomicPtr::new(core::ptr::null_mut()),)*
         };
 
-        fn resolve_forwards() {
+        /// Find libpython's definitions of our CPython-named exports (those
+        /// after this library in lookup order); the library constructor
+        /// then forwards the exports to them.
+        pub fn resolve_forwards() {
             $(
                 let found = symbol(libc::RTLD_NEXT, {
                     const NAME: &CStr = match CStr::from_bytes_with_nul(
@@ -455,8 +458,8 @@ forwards!(
 
 /// libpython's own memory functions for `domain`, when a libpython comes
 /// after us in lookup order: `on_load` forwards the domain's exports to
-/// them ([`crate::ffi::routes::forward`]).
-fn forward_targets(domain: Domain) -> Option<Targets> {
+/// them (`ffi::routes::forward`).
+pub fn forward_targets(domain: Domain) -> Option<Targets> {
     let f = &FORWARDS;
     let [malloc, calloc, realloc, free] = match domain {
         Domain::Raw => [
@@ -555,18 +558,12 @@ fn interpreter_initialized() -> bool {
     }
 }
 
-/// Called by the library constructor: find libpython's definitions of our
-/// CPython-named exports, and, when preloaded into a CPython that has not
-/// started yet, install the hook tables (unless `PYMALLOC_CPYTHON=0`).
+/// Called by the library constructor, after [`resolve_forwards`]: when
+/// preloaded into a CPython that has not started yet, install the hook
+/// tables (unless `PYMALLOC_CPYTHON=0`).
 /// CPython's own pre-initialisation then replaces them if `PYTHONMALLOC`,
 /// `PYTHONDEVMODE` or `-X dev` ask for another allocator.
 pub fn on_load() {
-    resolve_forwards();
-    for domain in Domain::ALL {
-        if let Some(libpython) = forward_targets(domain) {
-            crate::ffi::routes::forward(domain, libpython);
-        }
-    }
     if !preloaded() || !crate::options::cpython_install_allowed() {
         return;
     }

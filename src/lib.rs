@@ -117,11 +117,7 @@ mod address_map;
 mod allocator;
 mod arena;
 mod arena_space;
-// Public (hidden) only until `BlockCache::push`, which only its tests use,
-// is `#[cfg(test)]`: block_cache.rs is being reworked in parallel, so this
-// change leaves it alone. Then `mod`, as the other internal modules.
-#[doc(hidden)]
-pub mod block_cache;
+mod block_cache;
 mod config;
 mod cpython;
 mod debug;
@@ -155,8 +151,16 @@ pub use global_alloc::PyMalloc;
 extern "C" fn on_load() {
     options::configure_from_env();
     fork::install_handlers();
-    cpython::on_load();
+    // The CPython-named exports go to libpython's own functions when a
+    // libpython comes after this library in lookup order.
+    cpython::resolve_forwards();
+    for domain in setting::Domain::ALL {
+        if let Some(libpython) = cpython::forward_targets(domain) {
+            ffi::routes::forward(domain, libpython);
+        }
+    }
     ffi::objimpl::bind_object_routes();
+    cpython::on_load();
     if options::profile_requested() {
         // SAFETY: registering a plain C function to run at exit.
         unsafe { libc::atexit(write_profile_at_exit) };

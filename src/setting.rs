@@ -6,6 +6,25 @@
 //! A leaf: it imports nothing of the crate, so the modules above can all
 //! name a domain without importing each other.
 
+use core::ffi::c_void;
+
+/// The C signatures of a domain's four memory functions.
+pub type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
+pub type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+pub type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
+pub type FreeFn = unsafe extern "C" fn(*mut c_void);
+
+/// One domain's four functions for one way of serving it (the pools' fast
+/// path, the general path, or libpython's own functions): what a domain's
+/// routes point to (`ffi::routes`).
+#[derive(Clone, Copy)]
+pub struct Targets {
+    pub malloc: MallocFn,
+    pub calloc: CallocFn,
+    pub realloc: ReallocFn,
+    pub free: FreeFn,
+}
+
 /// One family of the memory API. CPython has three (raw, mem, object);
 /// `PyCore_*` is the pooled allocator's own.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

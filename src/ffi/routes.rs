@@ -43,10 +43,11 @@ use crate::domain::{self, Domain, Setting};
 use crate::profile;
 use crate::sync::Locked;
 
-pub type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
-pub type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
-pub type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
-pub type FreeFn = unsafe extern "C" fn(*mut c_void);
+#[cfg(any(test, not(target_arch = "x86_64")))]
+use crate::setting::MallocFn;
+#[cfg(not(target_arch = "x86_64"))]
+use crate::setting::{CallocFn, ReallocFn};
+pub(crate) use crate::setting::{FreeFn, Targets};
 
 /// A domain's four targets (function pointers stored as words).
 #[repr(C)]
@@ -55,15 +56,6 @@ struct DomainRoutes {
     calloc: AtomicPtr<()>,
     realloc: AtomicPtr<()>,
     free: AtomicPtr<()>,
-}
-
-/// One domain's functions for one way of serving it.
-#[derive(Clone, Copy)]
-pub struct Targets {
-    pub malloc: MallocFn,
-    pub calloc: CallocFn,
-    pub realloc: ReallocFn,
-    pub free: FreeFn,
 }
 
 /// The plain targets, shared by every plain domain.
