@@ -96,8 +96,8 @@ pub struct Arena {
 /// cycles of a program (a rebuilt table, a batch of requests), short
 /// enough that a freed peak is returned within a blink, and that memory
 /// kept for reuse does not add to the peak of a program whose next
-/// structure comes from malloc (json round trips: +5 % peak at 50 ms, +1 %
-/// at 30; docs/tuning.md, "Arena decay").
+/// structure comes from malloc (the peak each decay time costs is measured
+/// in docs/tuning.md, "Arena decay").
 pub const DEFAULT_DECAY_MS: u64 = 30;
 
 /// The longest the adapted decay time grows to (a base set above it stays

@@ -255,9 +255,8 @@ pub unsafe fn prepare(pool: *mut Pool, class: usize, owner: *mut Heap) {
     // block (CPython keeps the old free list then): the blocks of an empty
     // pool went back in whatever order the program freed them, and handing
     // them out in that order scatters objects allocated one after the
-    // other, which the GC and every container walk in allocation order.
-    // Measured: the demo's container rounds ran 25 % slower on reused
-    // memory with the old free lists than on fresh arenas.
+    // other, which the GC and every container walk in allocation order
+    // (measured on the demo's container rounds: docs/memory-api.md).
     // SAFETY: the caller owns the pool, so no other thread writes its
     // plain fields; statistics may read its atomics at the same time, so
     // every write goes through the raw pointer, one field at a time, and
