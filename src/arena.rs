@@ -788,9 +788,15 @@ mod tests {
 
     /// Take every pool of three arenas, then give them all back.
     fn fill_and_empty_three_arenas(arenas: &mut Arenas) -> u64 {
-        let pools: Vec<_> = (0..BLOCK_POOLS_PER_ARENA * 3)
-            .map(|_| arenas.take_pool().unwrap().as_ptr())
-            .collect();
+        // Until three arenas are newly mapped, not a fixed number of pools:
+        // other tests running meanwhile keep pools in the arenas already
+        // there, which then never become wholly free; the new ones are this
+        // test's alone (it holds the lock), and all free once given back.
+        let mapped_before = arenas.counters.allocated_total;
+        let mut pools = Vec::new();
+        while arenas.counters.allocated_total < mapped_before + 3 {
+            pools.push(arenas.take_pool().unwrap().as_ptr());
+        }
         let during = arenas.counters.current;
         assert!(during >= 3);
         for &pool in &pools {

@@ -217,6 +217,38 @@ impl BlockCache {
         }
     }
 
+    /// Places left: how many blocks the cache takes before it is full.
+    ///
+    /// # Safety
+    /// As for [`Self::pop`].
+    #[inline]
+    pub unsafe fn room(cache: *const BlockCache) -> u32 {
+        // SAFETY: as guaranteed by the caller; an atomic field.
+        unsafe { (*ptr::addr_of!((*cache).room)).load(Relaxed) }
+    }
+
+    /// Park the `count` blocks of the list `first` ..= `last` (linked
+    /// through their first words), which must fit ([`Self::room`]).
+    ///
+    /// # Safety
+    /// As for [`Self::push`], for every block of the list; `count` is its
+    /// length and at most the cache's room.
+    pub unsafe fn push_list(
+        cache: *mut BlockCache,
+        first: *mut Block,
+        last: *mut Block,
+        count: u32,
+    ) {
+        // SAFETY: as guaranteed by the caller.
+        unsafe {
+            let room = &*ptr::addr_of!((*cache).room);
+            debug_assert!(count <= room.load(Relaxed));
+            (*last).next = (*cache).head;
+            (*cache).head = first;
+            room.store(room.load(Relaxed) - count, Relaxed);
+        }
+    }
+
     /// Take one unit of `room` (a place for one block): false, and `room`
     /// left at 0, when there was none.
     ///

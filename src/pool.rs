@@ -274,11 +274,12 @@ pub unsafe fn prepare(pool: *mut Pool, class: usize, owner: *mut Heap) {
 }
 
 /// Thread up to `CARVE_BYTES` of never-used blocks onto the free list of
-/// `pool` (whose free list is empty). Returns false when the pool has none.
+/// `pool` (whose free list is empty), in address order. Returns how many:
+/// 0 when the pool has none left.
 ///
 /// # Safety
 /// The caller owns `pool`, an initialised pool of one of our arenas.
-pub unsafe fn carve(pool: *mut Pool) -> bool {
+pub unsafe fn carve(pool: *mut Pool) -> usize {
     // SAFETY: the caller owns the pool, so no other thread writes its
     // plain fields; these reads and the writes below go through the raw
     // pointer, one field at a time, never a `&mut Pool`, because
@@ -289,7 +290,7 @@ pub unsafe fn carve(pool: *mut Pool) -> bool {
     };
     let available = (POOL_SIZE - start) / size;
     if available == 0 {
-        return false;
+        return 0;
     }
     // Thread only the blocks that start in the page (CARVE_BYTES) where
     // carving resumes: writing their links touches no page the program
@@ -311,7 +312,7 @@ pub unsafe fn carve(pool: *mut Pool) -> bool {
         (*pool).free = (base + start) as *mut Block;
         (*pool).next_offset = (offset + size) as u32;
     }
-    true
+    count
 }
 
 #[cfg(test)]
@@ -352,7 +353,7 @@ mod tests {
             }
             let mut seen = std::collections::HashSet::new();
             // SAFETY: the pool is exclusively ours.
-            while unsafe { carve(pool) } {
+            while unsafe { carve(pool) } > 0 {
                 // SAFETY: walking the free list `carve` just built.
                 unsafe {
                     let mut block = (*pool).free;
