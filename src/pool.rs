@@ -32,7 +32,8 @@
 //!
 //! Blocks are carved lazily: `next_offset` marks the first block never
 //! handed out, and the fresh blocks starting in one page (`CARVE_BYTES`)
-//! are threaded onto the free list at a time.
+//! are threaded onto the free list at a time (the heap then moves most of
+//! them to its block cache: `heap::pools`).
 
 use core::ptr::{self, null_mut};
 use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering::Relaxed};
