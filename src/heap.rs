@@ -288,8 +288,8 @@ pub unsafe fn free(block: *mut u8) {
 pub unsafe fn free_in(heap: *mut Heap, block: *mut u8) {
     let pool = pool::pool_of(block as usize);
     // SAFETY: `block` is live, so its pool's record is initialised and its
-    // block size fixed until the pool empties; the placeholder heaps'
-    // caches have no room, so they are never written.
+    // block size fixed until the pool empties; `heap` is the calling
+    // thread's real heap (caller), the only writer of its caches.
     unsafe {
         let block_size = (*pool).block_size;
         if !cache_take_room(heap, block_size) {
