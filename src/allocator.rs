@@ -160,10 +160,10 @@ pub fn calloc_unpooled<F: Fallback>(fallback: &F, count: usize, size: usize) -> 
 pub unsafe fn free_with<F: Fallback>(fallback: &F, block: *mut u8) {
     let heap = thread::current_heap();
     // SAFETY: the calling thread's heap.
-    if unsafe { heap::span_contains(heap, block as usize) } {
+    if let Some(span_offset) = unsafe { heap::span_offset(heap, block as usize) } {
         // SAFETY: a live block (caller) in the arena space is in one of
         // our arenas; `heap` is the calling thread's.
-        unsafe { heap::free_in(heap, block) }
+        unsafe { heap::free_in(heap, block, span_offset) }
     } else {
         // SAFETY: guaranteed by the caller.
         unsafe { free_outside_span(*fallback, heap, block) }

@@ -71,7 +71,7 @@ pub fn contains(address: usize) -> bool {
 
 /// The span's bounds, `(base, size)`: `(0, 0)` until the span is
 /// reserved, then fixed for the life of the process. Heaps keep a copy
-/// (see `heap::span_contains`), so that the free fast path tests the span
+/// (see `heap::span_offset`), so that the free fast path tests the span
 /// without a second global load.
 pub fn bounds() -> (usize, usize) {
     let size = BOUNDS.size.load(Ordering::Acquire);

@@ -90,12 +90,9 @@ fn bump(counter: &AtomicU64, by: u64) {
 /// thread's hot fields must not share a line with another's.
 #[repr(C, align(64))]
 pub struct Heap {
-    /// Per class, blocks this thread freed, handed out first (see
-    /// [`block_cache`]). First in the struct: both fast paths use it.
-    cache: [BlockCache; NUM_SIZE_CLASSES],
-    /// Per class, the first pool that may have free blocks, or the empty
-    /// sentinel.
-    avail: [*mut Pool; NUM_SIZE_CLASSES],
+    /// Per class, its block cache and its first pool. First in the
+    /// struct: both fast paths use it.
+    classes: [ClassSlot; NUM_SIZE_CLASSES],
     /// Blocks freed by other threads (lock-free stack through `Block::next`).
     remote_free: AtomicPtr<Block>,
     /// Cache of empty pools, linked through `Pool::next`.
@@ -121,13 +118,86 @@ pub struct Heap {
     pub counters: HeapCounters,
 }
 
+/// One size class's part of a heap: its block cache, the first tier of
+/// both fast paths, and the first pool of its class list, the second. Side
+/// by side, so that an allocation finds both from one offset (the class
+/// times the slot's size, which the request size gives with one `and`) and
+/// in one cache line, and a free finds the cache from its pool's block
+/// size alone (see [`class_offset`]).
+#[repr(C, align(32))]
+pub(super) struct ClassSlot {
+    /// Blocks this thread freed, handed out first (see [`block_cache`]).
+    cache: BlockCache,
+    /// The first pool that may have free blocks, or the empty sentinel.
+    avail: *mut Pool,
+}
+
+const _: () = assert!(core::mem::size_of::<ClassSlot>() == 32);
+const _: () = assert!(core::mem::size_of::<ClassSlot>().is_multiple_of(ALIGNMENT));
+
+impl ClassSlot {
+    const fn new(cache: BlockCache) -> ClassSlot {
+        ClassSlot {
+            cache,
+            avail: EMPTY_POOL.as_ptr(),
+        }
+    }
+}
+
+/// The slot of `class` in `heap`.
+///
+/// # Safety
+/// `heap` points to a heap record; `class < NUM_SIZE_CLASSES`.
+#[inline(always)]
+unsafe fn slot_of(heap: *mut Heap, class: usize) -> *mut ClassSlot {
+    debug_assert!(class < NUM_SIZE_CLASSES);
+    // SAFETY: guaranteed by the caller: inside the record's array.
+    unsafe {
+        ptr::addr_of_mut!((*heap).classes)
+            .cast::<ClassSlot>()
+            .add(class)
+    }
+}
+
+/// The block cache of `class` in `heap`.
+///
+/// # Safety
+/// As for [`slot_of`].
+#[inline(always)]
+unsafe fn cache_of(heap: *mut Heap, class: usize) -> *mut BlockCache {
+    // SAFETY: as guaranteed by the caller.
+    unsafe { ptr::addr_of_mut!((*slot_of(heap, class)).cache) }
+}
+
+/// The first pool of `class`'s list in `heap` (the empty sentinel when
+/// none has a free block).
+///
+/// # Safety
+/// As for [`slot_of`]; the caller has exclusive use of `heap` or reads a
+/// placeholder (never written).
+#[inline(always)]
+unsafe fn avail_of(heap: *mut Heap, class: usize) -> *mut Pool {
+    // SAFETY: as guaranteed by the caller.
+    unsafe { (*slot_of(heap, class)).avail }
+}
+
+/// Set the first pool of `class`'s list in `heap`.
+///
+/// # Safety
+/// As for [`slot_of`]; exclusive use of `heap`, which owns `pool` (or it
+/// is the sentinel).
+#[inline(always)]
+unsafe fn set_avail(heap: *mut Heap, class: usize, pool: *mut Pool) {
+    // SAFETY: as guaranteed by the caller.
+    unsafe { (*slot_of(heap, class)).avail = pool }
+}
+
 /// A heap that owns nothing: every class cache is empty and every class
 /// slot is the empty sentinel, so allocations fall into the slow path, and
 /// no pool names it as owner, so frees take the cross-thread path.
 const fn placeholder_heap() -> Heap {
     Heap {
-        cache: [const { BlockCache::empty() }; NUM_SIZE_CLASSES],
-        avail: [EMPTY_POOL.as_ptr(); NUM_SIZE_CLASSES],
+        classes: [const { ClassSlot::new(BlockCache::empty()) }; NUM_SIZE_CLASSES],
         remote_free: AtomicPtr::new(null_mut()),
         empty: null_mut(),
         empty_count: 0,
@@ -180,6 +250,11 @@ fn is_attached(heap: *mut Heap) -> bool {
 #[inline(always)]
 pub fn alloc(class: usize) -> *mut u8 {
     debug_assert!(class < NUM_SIZE_CLASSES);
+    // The slot is found from `class * ALIGNMENT`, which a request size
+    // gives with one `and` (`(size - 1) & !(ALIGNMENT - 1)`), scaled inside
+    // the addressing mode; the class itself is only needed on the slow
+    // path, which takes it back from that offset.
+    let class_bytes = class * ALIGNMENT;
     let heap = thread::current_heap();
     {
         // SAFETY: the slot holds this thread's heap or a never-written
@@ -187,16 +262,18 @@ pub fn alloc(class: usize) -> *mut u8 {
         // borrowed mutably) and whose class slots are the sentinel; cached
         // blocks are blocks given up to the cache (of any heap's pools,
         // still counted as allocated there); `avail` entries are
-        // pools it owns or the sentinel; `class` is in range; a non-null
-        // free block lies inside its pool.
+        // pools it owns or the sentinel; `class` is in range, so the
+        // offset selects its slot; a non-null free block lies inside its
+        // pool.
         unsafe {
-            let cache = ptr::addr_of_mut!((*heap).cache)
-                .cast::<BlockCache>()
-                .add(class);
+            let slot = ptr::addr_of_mut!((*heap).classes)
+                .cast::<ClassSlot>()
+                .byte_add(class_bytes * (core::mem::size_of::<ClassSlot>() / ALIGNMENT));
+            let cache = ptr::addr_of_mut!((*slot).cache);
             if BlockCache::has_blocks(cache) {
                 return BlockCache::pop(cache).cast();
             }
-            let pool = *(*heap).avail.get_unchecked(class);
+            let pool = (*slot).avail;
             let block = (*pool).free;
             if !block.is_null() {
                 let next = (*block).next;
@@ -211,27 +288,30 @@ pub fn alloc(class: usize) -> *mut u8 {
             }
         }
     }
-    pools::alloc_slow(class)
+    pools::alloc_slow(class_bytes)
 }
 
-/// Whether `address` lies in the arena space as `heap` knows it (false
-/// until the heap has learnt the bounds, see [`learn_span`]). Frees test
-/// this first, so that a block of ours costs no global load; a false
-/// answer sends the block to the cold path, which asks the space itself.
+/// Where `address` lies in the arena space as `heap` knows it: its offset
+/// from the space's base, or `None` outside it (always, until the heap
+/// has learnt the bounds, see [`learn_span`]). Frees test this first, so
+/// that a block of ours costs no global load; `None` sends the block to
+/// the cold path, which asks the space itself. The offset locates the
+/// block's pool record ([`free_in`]).
 ///
 /// # Safety
 /// `heap` is [`thread::current_heap`].
 #[inline(always)]
-pub unsafe fn span_contains(heap: *mut Heap, address: usize) -> bool {
+pub unsafe fn span_offset(heap: *mut Heap, address: usize) -> Option<usize> {
     // SAFETY: `heap` is the calling thread's heap (or a never-written
     // placeholder): never unmapped, and its span fields are only written by
     // its own thread (`learn_span`), so this read races with nothing.
     let (base, size) = unsafe { ((*heap).span_base, (*heap).span_size) };
-    address.wrapping_sub(base) < size
+    let offset = address.wrapping_sub(base);
+    (offset < size).then_some(offset)
 }
 
 /// Copy the arena space's bounds into `heap`, the calling thread's, after
-/// the space said it contains a block that [`span_contains`] did not know
+/// the space said it contains a block that [`span_offset`] did not know
 /// of. The placeholder heaps, which are never written, keep `(0, 0)`.
 ///
 /// # Safety
@@ -259,7 +339,7 @@ pub unsafe fn free(block: *mut u8) {
     let heap = thread::current_heap();
     if is_attached(heap) {
         // SAFETY: guaranteed by the caller; the calling thread's heap.
-        unsafe { free_in(heap, block) }
+        unsafe { free_to_cache(heap, pool::pool_of(block as usize), block) }
     } else {
         // A thread without a heap caches nothing (the placeholders are
         // never written): the block goes to its owner.
@@ -283,10 +363,21 @@ pub unsafe fn free(block: *mut u8) {
 /// # Safety
 /// `heap` is [`thread::current_heap`] and a real heap, not a placeholder
 /// (whose caches must not be written: see [`cache_take_room`]); `block`
-/// was returned by `alloc` and not freed since.
+/// was returned by `alloc` and not freed since; `span_offset` is what
+/// [`span_offset`] gave for it.
 #[inline(always)]
-pub unsafe fn free_in(heap: *mut Heap, block: *mut u8) {
-    let pool = pool::pool_of(block as usize);
+pub unsafe fn free_in(heap: *mut Heap, block: *mut u8, span_offset: usize) {
+    let pool = pool::pool_of_span_offset(block as usize, span_offset);
+    // SAFETY: guaranteed by the caller; `pool` is the block's.
+    unsafe { free_to_cache(heap, pool, block) }
+}
+
+/// [`free_in`], given the block's pool.
+///
+/// # Safety
+/// As for [`free_in`]; `pool` is the record of the pool holding `block`.
+#[inline(always)]
+unsafe fn free_to_cache(heap: *mut Heap, pool: *mut Pool, block: *mut u8) {
     // SAFETY: `block` is live, so its pool's record is initialised and its
     // block size fixed until the pool empties; `heap` is the calling
     // thread's real heap (caller), the only writer of its caches.
@@ -302,7 +393,7 @@ pub unsafe fn free_in(heap: *mut Heap, block: *mut u8) {
 
 /// Take a place in `heap`'s block cache for blocks of `block_size` bytes
 /// ([`BlockCache::take_room`]). On x86-64, with the default 16-byte class
-/// spacing, the cache's `room` is addressed as heap + block size + a
+/// spacing, the cache's `room` is addressed as heap + 2 × block size + a
 /// constant inside the one `sub` instruction (see [`class_offset`]): no
 /// address arithmetic on the free fast path.
 ///
@@ -313,18 +404,20 @@ pub unsafe fn free_in(heap: *mut Heap, block: *mut u8) {
 #[inline(always)]
 unsafe fn cache_take_room(heap: *mut Heap, block_size: u32) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if core::mem::size_of::<BlockCache>() == ALIGNMENT {
-        // The cache of blocks of `block_size` bytes starts at
-        // `class_offset(block_size) = block_size - ALIGNMENT` into `cache`.
-        const ROOM: isize = (core::mem::offset_of!(Heap, cache) + block_cache::ROOM_OFFSET)
-            as isize
-            - ALIGNMENT as isize;
+    if core::mem::size_of::<ClassSlot>() == 2 * ALIGNMENT {
+        // The slot of blocks of `block_size` bytes starts at
+        // `class_offset(block_size) = 2 * (block_size - ALIGNMENT)` into
+        // `classes`.
+        const ROOM: isize = (core::mem::offset_of!(Heap, classes)
+            + core::mem::offset_of!(ClassSlot, cache)
+            + block_cache::ROOM_OFFSET) as isize
+            - 2 * ALIGNMENT as isize;
         // SAFETY: the address is `room` of the class's cache in `heap`
         // (above), written only by the heap's thread, the caller; as in
         // `BlockCache::take_room`, a borrow means it held 0, restored.
         unsafe {
             core::arch::asm!(
-                "sub dword ptr [{heap} + {block_size} + {room}], 1",
+                "sub dword ptr [{heap} + {block_size} * 2 + {room}], 1",
                 "jb {full}",
                 heap = in(reg) heap,
                 block_size = in(reg) block_size as usize,
@@ -365,8 +458,8 @@ unsafe fn free_uncached(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
 /// The block cache of `heap` for blocks of `block_size` bytes. The pool
 /// record's block size (next to its owner, which free reads anyway) gives
 /// the cache's address with no table and, with the default 16-byte
-/// spacing and 16-byte entries, no arithmetic: class `c` has blocks of
-/// `(c + 1) * ALIGNMENT` bytes.
+/// spacing and 32-byte slots, no arithmetic beyond the addressing mode's
+/// scale: class `c` has blocks of `(c + 1) * ALIGNMENT` bytes.
 ///
 /// # Safety
 /// `block_size` is the block size of one of the size classes.
@@ -374,8 +467,9 @@ unsafe fn free_uncached(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
 unsafe fn cache_of_class_size(heap: *mut Heap, block_size: u32) -> *mut BlockCache {
     // SAFETY: guaranteed by the caller; the offset selects entry `class`.
     unsafe {
-        let first = ptr::addr_of_mut!((*heap).cache).cast::<BlockCache>();
-        first.byte_add(class_offset::<BlockCache>(block_size))
+        let first = ptr::addr_of_mut!((*heap).classes).cast::<ClassSlot>();
+        let slot = first.byte_add(class_offset::<ClassSlot>(block_size));
+        ptr::addr_of_mut!((*slot).cache)
     }
 }
 
@@ -452,7 +546,7 @@ unsafe fn observe(heap: *const Heap) -> HeapView {
     // is an atomic, reached through raw pointers.
     unsafe {
         let counters = ptr::addr_of!((*heap).counters);
-        let caches = ptr::addr_of!((*heap).cache).cast::<BlockCache>();
+        let slots = ptr::addr_of!((*heap).classes).cast::<ClassSlot>();
         HeapView {
             state: match (*ptr::addr_of!((*heap).state)).load(Ordering::Relaxed) {
                 1 => HeapState::Live,
@@ -466,7 +560,9 @@ unsafe fn observe(heap: *const Heap) -> HeapView {
             pools_taken: (*ptr::addr_of!((*counters).pools_taken)).load(Ordering::Relaxed),
             pools_given_back: (*ptr::addr_of!((*counters).pools_given_back))
                 .load(Ordering::Relaxed),
-            cached_blocks: core::array::from_fn(|class| BlockCache::held_at(caches.add(class))),
+            cached_blocks: core::array::from_fn(|class| {
+                BlockCache::held_at(ptr::addr_of!((*slots.add(class)).cache))
+            }),
         }
     }
 }
@@ -516,7 +612,7 @@ mod tests {
             );
             let heap = thread::current_heap();
             // SAFETY: this thread's heap; `len` reads an atomic.
-            let cached = || unsafe { BlockCache::held_at(ptr::addr_of!((*heap).cache[class])) };
+            let cached = || unsafe { BlockCache::held_at(cache_of(heap, class)) };
             let limit = block_cache::limit_for(class, block_cache::bytes_per_class()) as usize;
             let blocks: Vec<_> = (0..3 * limit).map(|_| alloc(class)).collect();
             for &block in &blocks {

@@ -136,6 +136,20 @@ pub unsafe fn release_one(pool: *mut Pool) -> bool {
     }
 }
 
+/// The record of the pool holding `address` (as [`pool_of`]), given its
+/// offset into the arena space (`address - base`, the space's base a
+/// multiple of `ARENA_SIZE`, so that both share their low bits). The free
+/// fast path has the offset from its span test, a copy it no longer needs,
+/// and takes the pool's index from it instead of copying the address once
+/// more: one instruction fewer on every free.
+#[inline(always)]
+pub fn pool_of_span_offset(address: usize, offset: usize) -> *mut Pool {
+    debug_assert_eq!(address & (ARENA_SIZE - 1), offset & (ARENA_SIZE - 1));
+    let arena = address & !(ARENA_SIZE - 1);
+    let index = (offset & (ARENA_SIZE - 1)) >> POOL_SHIFT;
+    (arena + index * RECORD) as *mut Pool
+}
+
 /// The record of pool number `index` of the arena at `arena`.
 #[inline(always)]
 pub fn pool_record(arena: usize, index: usize) -> *mut Pool {

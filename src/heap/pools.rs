@@ -20,13 +20,16 @@
 //! exclusive use of a heap no thread owns (abandoning or reclaiming it),
 //! except `free_remote`, which touches only the owner's stack (an atomic).
 
-use core::ptr::{self, null_mut};
+use core::ptr::null_mut;
 use core::sync::atomic::Ordering;
 
-use super::{bump, exited_heap, free_local, free_uncached, registry, unattached_heap, Heap};
+use super::{
+    avail_of, bump, cache_of, exited_heap, free_local, free_uncached, registry, set_avail,
+    unattached_heap, Heap,
+};
 use crate::arena::ARENAS;
 use crate::block_cache::BlockCache;
-use crate::config::{HEAP_EMPTY_POOL_CACHE, NUM_SIZE_CLASSES};
+use crate::config::{ALIGNMENT, HEAP_EMPTY_POOL_CACHE, NUM_SIZE_CLASSES};
 use crate::pool::{self, Block, Pool, PoolState, EMPTY_POOL};
 use crate::size_class::block_size;
 use crate::system;
@@ -45,7 +48,7 @@ pub(super) unsafe fn pool_exhausted(heap: *mut Heap, pool: *mut Pool) {
     unsafe {
         // The class allocates from its pools again: a cache closed by a
         // burst of frees takes blocks again (see `pool_changed_list`).
-        BlockCache::open(ptr::addr_of_mut!((*heap).cache[(*pool).class()]));
+        BlockCache::open(cache_of(heap, (*pool).class()));
         match pool::carve(pool) {
             0 => {
                 unlink(heap, pool);
@@ -78,7 +81,7 @@ unsafe fn carved_to_cache(heap: *mut Heap, pool: *mut Pool, carved: usize) {
     // SAFETY: guaranteed by the caller; carved blocks lie `block_size`
     // apart from the first, so the last one moved is found by arithmetic.
     unsafe {
-        let cache = ptr::addr_of_mut!((*heap).cache[(*pool).class()]);
+        let cache = cache_of(heap, (*pool).class());
         let moved = (BlockCache::room(cache) as usize)
             .saturating_sub(KEPT_ROOM)
             .min(carved - 1);
@@ -116,18 +119,16 @@ unsafe fn release_to_pools(heap: *mut Heap, mut block: *mut Block) {
 unsafe fn flush_caches(heap: *mut Heap) {
     for class in 0..NUM_SIZE_CLASSES {
         // SAFETY: exclusive use (caller).
-        unsafe {
-            release_to_pools(
-                heap,
-                BlockCache::take_all(ptr::addr_of_mut!((*heap).cache[class])),
-            )
-        };
+        unsafe { release_to_pools(heap, BlockCache::take_all(cache_of(heap, class))) };
     }
 }
 
 #[cold]
 #[inline(never)]
-pub(super) fn alloc_slow(class: usize) -> *mut u8 {
+pub(super) fn alloc_slow(class_bytes: usize) -> *mut u8 {
+    // The fast path passes `class * ALIGNMENT`, which it has at hand
+    // (`heap::alloc`).
+    let class = class_bytes / ALIGNMENT;
     let mut heap = thread::current_heap();
     if heap == unattached_heap() {
         heap = registry::attach_thread();
@@ -150,9 +151,9 @@ unsafe fn alloc_from_pools(heap: *mut Heap, class: usize) -> *mut u8 {
     let sentinel = EMPTY_POOL.as_ptr();
     // SAFETY: exclusive use of the heap and its pools (caller).
     unsafe {
-        BlockCache::open(ptr::addr_of_mut!((*heap).cache[class]));
+        BlockCache::open(cache_of(heap, class));
         loop {
-            let pool = (*heap).avail[class];
+            let pool = avail_of(heap, class);
             if pool != sentinel {
                 // Pools on the list have a free block (see `pool_exhausted`).
                 let block = (*pool).free;
@@ -203,7 +204,7 @@ pub(super) unsafe fn pool_changed_list(heap: *mut Heap, pool: *mut Pool) {
         if (*pool).used() == 0 {
             // The only pool of its class stays put, so that a program
             // allocating and freeing one block does not cycle a pool.
-            if (*heap).avail[class] != pool || !(*pool).next.is_null() {
+            if avail_of(heap, class) != pool || !(*pool).next.is_null() {
                 unlink(heap, pool);
                 retire_pool(heap, pool);
             }
@@ -220,10 +221,7 @@ pub(super) unsafe fn pool_changed_list(heap: *mut Heap, pool: *mut Pool) {
             // its pools (`pool_exhausted`): the rest of the burst goes
             // straight to the pools instead of filling the cache again,
             // to be emptied again at the next pool it empties.
-            release_to_pools(
-                heap,
-                BlockCache::close(ptr::addr_of_mut!((*heap).cache[class])),
-            );
+            release_to_pools(heap, BlockCache::close(cache_of(heap, class)));
         }
     }
 }
@@ -281,7 +279,7 @@ pub(super) unsafe fn collect_remote_frees(heap: *mut Heap) -> bool {
 unsafe fn link_front(heap: *mut Heap, pool: *mut Pool, class: usize) {
     // SAFETY: guaranteed by the caller.
     unsafe {
-        let head = (*heap).avail[class];
+        let head = avail_of(heap, class);
         (*pool).prev = null_mut();
         if head == EMPTY_POOL.as_ptr() {
             (*pool).next = null_mut();
@@ -289,7 +287,7 @@ unsafe fn link_front(heap: *mut Heap, pool: *mut Pool, class: usize) {
             (*pool).next = head;
             (*head).prev = pool;
         }
-        (*heap).avail[class] = pool;
+        set_avail(heap, class, pool);
     }
 }
 
@@ -300,11 +298,12 @@ unsafe fn unlink(heap: *mut Heap, pool: *mut Pool) {
     unsafe {
         let (prev, next) = ((*pool).prev, (*pool).next);
         if prev.is_null() {
-            (*heap).avail[(*pool).class()] = if next.is_null() {
+            let first = if next.is_null() {
                 EMPTY_POOL.as_ptr()
             } else {
                 next
             };
+            set_avail(heap, (*pool).class(), first);
         } else {
             (*prev).next = next;
         }
@@ -434,7 +433,7 @@ pub(super) unsafe fn trim(heap: *mut Heap) {
         }
         (*heap).empty_count = 0;
         for class in 0..NUM_SIZE_CLASSES {
-            let mut pool = (*heap).avail[class];
+            let mut pool = avail_of(heap, class);
             while pool != EMPTY_POOL.as_ptr() {
                 let next = (*pool).next;
                 if (*pool).used() == 0 {
@@ -478,7 +477,7 @@ mod tests {
                 unsafe { free(block) };
             }
             // SAFETY: this thread's heap; `held_at` reads atomics.
-            let held = unsafe { BlockCache::held_at(ptr::addr_of!((*heap).cache[class])) };
+            let held = unsafe { BlockCache::held_at(cache_of(heap, class)) };
             assert_eq!(held, limit, "cached");
             for &block in &blocks[limit..] {
                 // SAFETY: live blocks of this thread.
@@ -491,8 +490,7 @@ mod tests {
             let first_frees = &blocks[..limit];
             // SAFETY: this thread's heap; the cached blocks are free blocks
             // of its pools, linked through their first word.
-            let mut cached =
-                unsafe { BlockCache::head_for_tests(ptr::addr_of!((*heap).cache[class])) };
+            let mut cached = unsafe { BlockCache::head_for_tests(cache_of(heap, class)) };
             while !cached.is_null() {
                 assert!(!first_frees.contains(&cached.cast()), "released");
                 // SAFETY: as above.

@@ -30,7 +30,9 @@ use core::ptr::{self, null_mut};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::pools::{collect_remote_frees, trim};
-use super::{exited_heap, is_attached, observe, placeholder_heap, Heap, HeapState, HeapView};
+use super::{
+    exited_heap, is_attached, observe, placeholder_heap, ClassSlot, Heap, HeapState, HeapView,
+};
 use crate::arena::ARENAS;
 use crate::block_cache::{self, BlockCache};
 use crate::config::NUM_SIZE_CLASSES;
@@ -126,7 +128,7 @@ impl Registry {
             ptr::write(
                 heap,
                 Heap {
-                    cache: new_caches(),
+                    classes: new_classes(),
                     all_next: self.all,
                     ..placeholder_heap()
                 },
@@ -138,10 +140,15 @@ impl Registry {
     }
 }
 
-/// Block caches for a new heap, sized from the current byte budget.
-fn new_caches() -> [BlockCache; NUM_SIZE_CLASSES] {
+/// Class slots for a new heap: no pool yet, block caches sized from the
+/// current byte budget.
+fn new_classes() -> [ClassSlot; NUM_SIZE_CLASSES] {
     let budget = block_cache::bytes_per_class();
-    core::array::from_fn(|class| BlockCache::with_limit(block_cache::limit_for(class, budget)))
+    core::array::from_fn(|class| {
+        ClassSlot::new(BlockCache::with_limit(block_cache::limit_for(
+            class, budget,
+        )))
+    })
 }
 
 /// Give the calling thread a heap; null when none can be made.
