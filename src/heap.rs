@@ -278,7 +278,7 @@ pub fn alloc(class: usize) -> *mut u8 {
             if !block.is_null() {
                 let next = (*block).next;
                 (*pool).free = next;
-                (*pool).set_used((*pool).used() + 1);
+                (*pool).count_allocated(1);
                 if next.is_null() {
                     // As in CPython: deal with the exhausted pool now, so
                     // that the next allocation finds a block at once.
@@ -506,10 +506,11 @@ pub unsafe fn block_usable_size(block: *mut u8) -> usize {
 unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
     // SAFETY: guaranteed by the caller.
     unsafe {
-        let old = (*pool).free;
-        (*block).next = old;
+        // A pool whose free list was empty is full: `release_one` tells
+        // (see `pool::FULL_MARK`).
+        (*block).next = (*pool).free;
         (*pool).free = block;
-        if !pool::release_one(pool) || old.is_null() {
+        if !pool::release_one(pool) {
             pools::pool_changed_list(heap, pool);
         }
     }

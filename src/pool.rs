@@ -97,11 +97,19 @@ pub fn pool_of(address: usize) -> *mut Pool {
     (arena + index * RECORD) as *mut Pool
 }
 
-/// Count one block of `pool` as no longer allocated: false when that was
-/// its last (the pool is now empty). On x86-64 one `sub` on memory whose
-/// zero flag is the test, where a load, a decrement, a store and a test
-/// would be four: every free that reaches a pool (a teardown's, past the
-/// full block cache) takes this path.
+/// In `used`: the pool is full (state `Full`, on no class list). Set and
+/// cleared by its owner with the state ([`Pool::mark_full`],
+/// [`Pool::clear_full`]), so that [`release_one`] learns from one
+/// decrement both whether the pool was full and whether it is now empty.
+const FULL_MARK: u32 = 1 << 31;
+
+/// Count one block of `pool` as no longer allocated: false when the pool
+/// must change lists, because it was full (marked, [`FULL_MARK`]) or is
+/// now empty. On x86-64 one `sub` on memory whose flags are the test
+/// (result zero, or negative with the mark set), where a load, a
+/// decrement, a store and two tests would be five: every free that
+/// reaches a pool (a teardown's, past the full block cache) takes this
+/// path.
 ///
 /// # Safety
 /// The calling thread owns `pool` (the only writer of `used`), which has
@@ -116,11 +124,14 @@ pub unsafe fn release_one(pool: *mut Pool) -> bool {
         // it, and an aligned 4-byte access is never torn).
         unsafe {
             core::arch::asm!(
+                // Signed "less or equal": the count reached zero, or the
+                // mark (the sign bit) is set. A marked count is at least
+                // 1, so the decrement never crosses the sign boundary.
                 "sub dword ptr [{pool} + {used}], 1",
-                "jz {emptied}",
+                "jle {changes_list}",
                 pool = in(reg) pool,
                 used = const core::mem::offset_of!(Pool, used),
-                emptied = label { return false; },
+                changes_list = label { return false; },
                 options(nostack),
             );
         }
@@ -132,7 +143,7 @@ pub unsafe fn release_one(pool: *mut Pool) -> bool {
         let used = unsafe { &*ptr::addr_of!((*pool).used) };
         let left = used.load(Relaxed) - 1;
         used.store(left, Relaxed);
-        left != 0
+        (left as i32) > 0
     }
 }
 
@@ -214,14 +225,44 @@ impl Pool {
         self.state.store(state as u8, Relaxed);
     }
 
+    /// Allocated blocks (cached ones included).
     #[inline(always)]
     pub fn used(&self) -> u32 {
-        self.used.load(Relaxed)
+        self.used.load(Relaxed) & !FULL_MARK
     }
 
+    /// Count `blocks` more blocks as allocated in a pool that is not full
+    /// (one on its class list): its count carries no mark, so the count
+    /// is read, added to and stored as is (on x86-64 one `add` on memory).
+    #[inline(always)]
+    pub fn count_allocated(&self, blocks: u32) {
+        let used = self.used.load(Relaxed);
+        debug_assert!(used & FULL_MARK == 0);
+        self.used.store(used + blocks, Relaxed);
+    }
+
+    /// Set the count of a pool that is not full.
     #[inline(always)]
     pub fn set_used(&self, used: u32) {
+        debug_assert!(self.used.load(Relaxed) & FULL_MARK == 0 && used & FULL_MARK == 0);
         self.used.store(used, Relaxed);
+    }
+
+    /// The pool's every block is allocated: state `Full`, and the mark in
+    /// `used` that sends its next free to the slow path ([`release_one`]).
+    #[inline(always)]
+    pub fn mark_full(&self) {
+        self.set_state(PoolState::Full);
+        self.used
+            .store(self.used.load(Relaxed) | FULL_MARK, Relaxed);
+    }
+
+    /// A full pool got a block back: state `Available`, mark cleared.
+    #[inline(always)]
+    pub fn clear_full(&self) {
+        self.set_state(PoolState::Available);
+        self.used
+            .store(self.used.load(Relaxed) & !FULL_MARK, Relaxed);
     }
 
     #[inline(always)]
@@ -253,7 +294,7 @@ pub unsafe fn observe(pool: *const Pool) -> Observed {
         Observed {
             state: PoolState::from_bits((*ptr::addr_of!((*pool).state)).load(Relaxed)),
             class: (*ptr::addr_of!((*pool).class)).load(Relaxed) as usize,
-            used: (*ptr::addr_of!((*pool).used)).load(Relaxed),
+            used: (*ptr::addr_of!((*pool).used)).load(Relaxed) & !FULL_MARK,
         }
     }
 }

@@ -52,7 +52,7 @@ pub(super) unsafe fn pool_exhausted(heap: *mut Heap, pool: *mut Pool) {
         match pool::carve(pool) {
             0 => {
                 unlink(heap, pool);
-                (*pool).set_state(PoolState::Full);
+                (*pool).mark_full();
             }
             carved => carved_to_cache(heap, pool, carved),
         }
@@ -91,7 +91,7 @@ unsafe fn carved_to_cache(heap: *mut Heap, pool: *mut Pool, carved: usize) {
         let first = (*pool).free;
         let last = first.byte_add((moved - 1) * (*pool).block_size as usize);
         (*pool).free = (*last).next;
-        (*pool).set_used((*pool).used() + moved as u32);
+        (*pool).count_allocated(moved as u32);
         BlockCache::push_list(cache, first, last, moved as u32);
     }
 }
@@ -159,7 +159,7 @@ unsafe fn alloc_from_pools(heap: *mut Heap, class: usize) -> *mut u8 {
                 let block = (*pool).free;
                 let next = (*block).next;
                 (*pool).free = next;
-                (*pool).set_used((*pool).used() + 1);
+                (*pool).count_allocated(1);
                 if next.is_null() {
                     pool_exhausted(heap, pool);
                 }
@@ -198,7 +198,7 @@ pub(super) unsafe fn pool_changed_list(heap: *mut Heap, pool: *mut Pool) {
         if (*pool).state() == PoolState::Full {
             // Front of the list, as CPython does: the pool most recently
             // freed into is the one most likely to be in cache.
-            (*pool).set_state(PoolState::Available);
+            (*pool).clear_full();
             link_front(heap, pool, class);
         }
         if (*pool).used() == 0 {
