@@ -166,7 +166,7 @@ pub unsafe fn free_with<F: Fallback>(fallback: &F, block: *mut u8) {
         unsafe { heap::free_in(heap, block, span_offset) }
     } else {
         // SAFETY: guaranteed by the caller.
-        unsafe { free_outside_span(*fallback, heap, block) }
+        unsafe { free_outside_span(*fallback, block, heap) }
     }
 }
 
@@ -179,7 +179,7 @@ pub unsafe fn free_with<F: Fallback>(fallback: &F, block: *mut u8) {
 /// As for `free_with`; `heap` is the calling thread's.
 #[cold]
 #[inline(never)]
-unsafe fn free_outside_span<F: Fallback>(fallback: F, heap: *mut Heap, block: *mut u8) {
+unsafe fn free_outside_span<F: Fallback>(fallback: F, block: *mut u8, heap: *mut Heap) {
     let address = block as usize;
     if arena_space::contains(address) {
         // SAFETY: the calling thread's heap (caller); a live block (caller)

@@ -444,14 +444,22 @@ unsafe fn cache_take_room(heap: *mut Heap, block_size: u32) -> bool {
 /// `heap` is the calling thread's heap; `block` is a live block of `pool`.
 #[inline(always)]
 unsafe fn free_uncached(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
-    // SAFETY: a live block's pool keeps its owner (see the module essay).
-    let owner = unsafe { (*pool).owner.load(Ordering::Relaxed) };
+    // A plain read, which the compare can take from memory (an atomic load
+    // is not folded into it): `owner` is only written while the pool has
+    // no live block, before its blocks are handed out or after all came
+    // back, and the caller holds a live block of it, so no write can race
+    // with this read (see the module essay).
+    // SAFETY: a live block's pool record, and its owner field unchanging.
+    let owner = unsafe { *ptr::addr_of!((*pool).owner).cast::<*mut Heap>() };
     // A placeholder heap owns no pool, so it never matches.
     if owner == heap {
         // SAFETY: this thread owns the pool.
         unsafe { free_local(heap, pool, block) }
     } else {
-        pools::free_remote(owner, block);
+        // The owner is read again there, so that the test here compares
+        // with the record in memory and keeps no register for it.
+        // SAFETY: as above.
+        unsafe { pools::free_remote(block, pool) };
     }
 }
 

@@ -226,10 +226,16 @@ pub(super) unsafe fn pool_changed_list(heap: *mut Heap, pool: *mut Pool) {
     }
 }
 
-/// Push `block` onto the remote-free stack of `owner`.
+/// Push `block`, a live block of `pool`, which another heap owns (or
+/// none, for an invalid free), onto its owner's remote-free stack.
+///
+/// # Safety
+/// `block` is a live block of `pool` that the caller gives up.
 #[cold]
 #[inline(never)]
-pub(super) fn free_remote(owner: *mut Heap, block: *mut Block) {
+pub(super) unsafe fn free_remote(block: *mut Block, pool: *mut Pool) {
+    // SAFETY: a live block's pool keeps its owner (caller).
+    let owner = unsafe { (*pool).owner.load(Ordering::Relaxed) };
     if owner.is_null() || owner == exited_heap() {
         crate::report::invalid_free(block.cast());
         return;
