@@ -30,6 +30,7 @@ pub const HEAP_EMPTY_POOL_CACHE: usize = 4;
 /// pool's free list only for the page being entered, so untouched pages of
 /// a pool are never faulted in by the allocator itself.
 pub const CARVE_BYTES: usize = 4096;
+const _: () = assert!(CARVE_BYTES.is_power_of_two());
 
 const _: () = assert!(NUM_SIZE_CLASSES >= 1 && NUM_SIZE_CLASSES <= 128);
 const _: () = assert!(BLOCK_POOLS_PER_ARENA >= 1);

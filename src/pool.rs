@@ -344,29 +344,33 @@ pub unsafe fn carve(pool: *mut Pool) -> usize {
         debug_assert!((*pool).free.is_null());
         ((*pool).block_size as usize, (*pool).next_offset as usize)
     };
-    let available = (POOL_SIZE - start) / size;
-    if available == 0 {
+    if start + size > POOL_SIZE {
         return 0;
     }
     // Thread only the blocks that start in the page (CARVE_BYTES) where
     // carving resumes: writing their links touches no page the program
     // has not reached yet, so a pool's memory is faulted in as it is used.
-    let page_end = (start / CARVE_BYTES + 1) * CARVE_BYTES;
-    let count = available.min((page_end - start).div_ceil(size)).max(1);
+    // The last one threaded starts in that page and fits in the pool.
+    let page_end = (start | (CARVE_BYTES - 1)) + 1;
+    let last_start = (page_end - 1).min(POOL_SIZE - size);
+    let count = (last_start - start) / size + 1;
     let base = pool_memory(pool);
-    let mut offset = start;
-    for _ in 0..count - 1 {
-        // SAFETY: `offset + size <= POOL_SIZE` for each of the `count`
-        // blocks, so every write stays inside this pool's fresh blocks.
-        unsafe { (*((base + offset) as *mut Block)).next = (base + offset + size) as *mut Block };
-        offset += size;
+    let first = base + start;
+    let mut block = first;
+    for _ in 1..count {
+        // SAFETY: each of the first `count - 1` blocks is followed by
+        // another fresh block inside this pool (`last_start + size <=
+        // POOL_SIZE`), so the link written stays inside the pool.
+        unsafe { (*(block as *mut Block)).next = (block + size) as *mut Block };
+        block += size;
     }
+    let last = block;
     // SAFETY: as above, for the last carved block; then the owner's
     // plain fields, through the raw pointer (see above).
     unsafe {
-        (*((base + offset) as *mut Block)).next = null_mut();
-        (*pool).free = (base + start) as *mut Block;
-        (*pool).next_offset = (offset + size) as u32;
+        (*(last as *mut Block)).next = null_mut();
+        (*pool).free = first as *mut Block;
+        (*pool).next_offset = (last - base + size) as u32;
     }
     count
 }
@@ -401,26 +405,36 @@ mod tests {
         let base = arena.as_ptr() as usize;
         let pool = pool_record(base, METADATA_POOLS);
         let memory = pool_memory(pool);
-        for class in [0, NUM_SIZE_CLASSES / 2, NUM_SIZE_CLASSES - 1] {
+        for class in 0..NUM_SIZE_CLASSES {
             // SAFETY: the arena is exclusively ours; reset the record.
             unsafe {
                 ptr::write_bytes(pool.cast::<u8>(), 0, RECORD);
                 prepare(pool, class, null_mut());
             }
             let mut seen = std::collections::HashSet::new();
-            // SAFETY: the pool is exclusively ours.
-            while unsafe { carve(pool) } > 0 {
+            loop {
+                // SAFETY: the pool is exclusively ours.
+                let count = unsafe { carve(pool) };
+                if count == 0 {
+                    break;
+                }
                 // SAFETY: walking the free list `carve` just built.
                 unsafe {
                     let mut block = (*pool).free;
+                    let page = (block as usize - memory) / crate::config::CARVE_BYTES;
+                    let mut threaded = 0;
                     while !block.is_null() {
                         let address = block as usize;
+                        // Each carve stays in the page where it resumed.
+                        assert_eq!((address - memory) / crate::config::CARVE_BYTES, page);
+                        threaded += 1;
                         assert!(address >= memory);
                         assert!(address + block_size(class) <= memory + POOL_SIZE);
                         assert_eq!(address % crate::config::ALIGNMENT, 0);
                         assert!(seen.insert(address));
                         block = (*block).next;
                     }
+                    assert_eq!(threaded, count);
                     (*pool).free = null_mut();
                 }
             }
