@@ -132,18 +132,22 @@ unsafe extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     if let Some(block) = allocator::malloc_small(size) {
         return block.cast();
     }
+    // `size - 1` is what the size test left in the size's register
+    // (`size` itself would have to be kept in another).
     // SAFETY: as below.
-    unsafe { hook_malloc_other(ctx, size) }
+    unsafe { hook_malloc_other(ctx, size.wrapping_sub(1)) }
 }
 
+/// `size_less_one` is the request size minus one, wrapping for 0.
+///
 /// # Safety
 /// `ctx` is the address of this domain's entry in WRAPPED.
 #[cold]
 #[inline(never)]
-unsafe fn hook_malloc_other(ctx: *mut c_void, size: usize) -> *mut c_void {
+unsafe fn hook_malloc_other(ctx: *mut c_void, size_less_one: usize) -> *mut c_void {
     // SAFETY: guaranteed by the caller.
     let previous = unsafe { &*(ctx as *const PyMemAllocatorEx) };
-    allocator::malloc_with(&Previous(previous), size).cast()
+    allocator::malloc_with(&Previous(previous), size_less_one.wrapping_add(1)).cast()
 }
 
 /// `hook_malloc` for tables made while the profiler is on (the profiler
@@ -152,7 +156,7 @@ unsafe fn hook_malloc_other(ctx: *mut c_void, size: usize) -> *mut c_void {
 unsafe extern "C" fn hook_malloc_profiled(ctx: *mut c_void, size: usize) -> *mut c_void {
     profile::record(profile::Event::Malloc, domain_of(ctx), size);
     // SAFETY: as in `hook_malloc`.
-    unsafe { hook_malloc_other(ctx, size) }
+    unsafe { hook_malloc_other(ctx, size.wrapping_sub(1)) }
 }
 
 unsafe extern "C" fn hook_calloc(ctx: *mut c_void, count: usize, size: usize) -> *mut c_void {

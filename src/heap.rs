@@ -90,9 +90,12 @@ fn bump(counter: &AtomicU64, by: u64) {
 /// thread's hot fields must not share a line with another's.
 #[repr(C, align(64))]
 pub struct Heap {
-    /// Per class, its block cache and its first pool. First in the
-    /// struct: both fast paths use it.
+    /// Per class, its block cache. First in the struct: both fast paths
+    /// use it.
     classes: [ClassSlot; NUM_SIZE_CLASSES],
+    /// Per class, the first pool that may have free blocks, or the empty
+    /// sentinel: the allocation's second tier.
+    avail: [ListHead; NUM_SIZE_CLASSES],
     /// Blocks freed by other threads (lock-free stack through `Block::next`).
     remote_free: AtomicPtr<Block>,
     /// Cache of empty pools, linked through `Pool::next`.
@@ -118,31 +121,40 @@ pub struct Heap {
     pub counters: HeapCounters,
 }
 
-/// One size class's part of a heap: its block cache, the first tier of
-/// both fast paths, and the first pool of its class list, the second. Side
-/// by side, so that an allocation finds both from one offset (the class
-/// times the slot's size, which the request size gives with one `and`) and
-/// in one cache line, and a free finds the cache from its pool's block
-/// size alone (see [`class_offset`]).
-#[repr(C, align(32))]
+/// One size class's part of a heap that both fast paths use: its block
+/// cache. With the default 16-byte class spacing a slot is as large as the
+/// spacing, so that the slot's offset is `class * ALIGNMENT`, which an
+/// allocation gets from the request size with one `and` and a free reads
+/// from its pool's block size (less a constant folded into the address;
+/// see [`class_offset`]). The class lists' heads (`Heap::avail`) lie
+/// apart: keeping them in the slot made it 32 bytes and cost the
+/// allocation an instruction to scale the offset (pair 44.0 to 43.0 in
+/// `make bench-instructions` when they moved out), while only an
+/// allocation that finds its cache empty reads them.
+#[repr(C, align(16))]
 pub(super) struct ClassSlot {
     /// Blocks this thread freed, handed out first (see [`block_cache`]).
     cache: BlockCache,
-    /// The first pool that may have free blocks, or the empty sentinel.
-    avail: *mut Pool,
 }
 
-const _: () = assert!(core::mem::size_of::<ClassSlot>() == 32);
+const _: () = assert!(core::mem::size_of::<ClassSlot>() == 16);
 const _: () = assert!(core::mem::size_of::<ClassSlot>().is_multiple_of(ALIGNMENT));
 
 impl ClassSlot {
     const fn new(cache: BlockCache) -> ClassSlot {
-        ClassSlot {
-            cache,
-            avail: EMPTY_POOL.as_ptr(),
-        }
+        ClassSlot { cache }
     }
 }
+
+/// The head of a class's list of pools with free blocks, padded to the
+/// class spacing so that, like a [`ClassSlot`], its offset in `Heap::avail`
+/// is `class * ALIGNMENT`: the allocation that finds its cache empty
+/// reaches it from the offset it already holds, with no shift.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub(super) struct ListHead(*mut Pool);
+
+const _: () = assert!(core::mem::size_of::<ListHead>() == ALIGNMENT);
 
 /// The slot of `class` in `heap`.
 ///
@@ -178,7 +190,7 @@ unsafe fn cache_of(heap: *mut Heap, class: usize) -> *mut BlockCache {
 #[inline(always)]
 unsafe fn avail_of(heap: *mut Heap, class: usize) -> *mut Pool {
     // SAFETY: as guaranteed by the caller.
-    unsafe { (*slot_of(heap, class)).avail }
+    unsafe { *avail_slot(heap, class) }
 }
 
 /// Set the first pool of `class`'s list in `heap`.
@@ -189,7 +201,24 @@ unsafe fn avail_of(heap: *mut Heap, class: usize) -> *mut Pool {
 #[inline(always)]
 unsafe fn set_avail(heap: *mut Heap, class: usize, pool: *mut Pool) {
     // SAFETY: as guaranteed by the caller.
-    unsafe { (*slot_of(heap, class)).avail = pool }
+    unsafe { *avail_slot(heap, class) = pool }
+}
+
+/// Where `heap` keeps the first pool of `class`'s list.
+///
+/// # Safety
+/// As for [`slot_of`].
+#[inline(always)]
+unsafe fn avail_slot(heap: *mut Heap, class: usize) -> *mut *mut Pool {
+    debug_assert!(class < NUM_SIZE_CLASSES);
+    // SAFETY: guaranteed by the caller: inside the record's array, whose
+    // entries hold the pointer first.
+    unsafe {
+        ptr::addr_of_mut!((*heap).avail)
+            .cast::<ListHead>()
+            .add(class)
+            .cast::<*mut Pool>()
+    }
 }
 
 /// A heap that owns nothing: every class cache is empty and every class
@@ -198,6 +227,7 @@ unsafe fn set_avail(heap: *mut Heap, class: usize, pool: *mut Pool) {
 const fn placeholder_heap() -> Heap {
     Heap {
         classes: [const { ClassSlot::new(BlockCache::empty()) }; NUM_SIZE_CLASSES],
+        avail: [ListHead(EMPTY_POOL.as_ptr()); NUM_SIZE_CLASSES],
         remote_free: AtomicPtr::new(null_mut()),
         empty: null_mut(),
         empty_count: 0,
@@ -251,9 +281,9 @@ fn is_attached(heap: *mut Heap) -> bool {
 pub fn alloc(class: usize) -> *mut u8 {
     debug_assert!(class < NUM_SIZE_CLASSES);
     // The slot is found from `class * ALIGNMENT`, which a request size
-    // gives with one `and` (`(size - 1) & !(ALIGNMENT - 1)`), scaled inside
-    // the addressing mode; the class itself is only needed on the slow
-    // path, which takes it back from that offset.
+    // gives with one `and` (`(size - 1) & !(ALIGNMENT - 1)`) and which is
+    // the slot's offset itself (16-byte slots); the class itself is only
+    // needed past the cache, which takes it back from that offset.
     let class_bytes = class * ALIGNMENT;
     let heap = thread::current_heap();
     {
@@ -273,7 +303,10 @@ pub fn alloc(class: usize) -> *mut u8 {
             if BlockCache::has_blocks(cache) {
                 return BlockCache::pop(cache).cast();
             }
-            let pool = (*slot).avail;
+            let pool = *ptr::addr_of_mut!((*heap).avail)
+                .cast::<ListHead>()
+                .byte_add(class_bytes * (core::mem::size_of::<ListHead>() / ALIGNMENT))
+                .cast::<*mut Pool>();
             let block = (*pool).free;
             if !block.is_null() {
                 let next = (*block).next;
@@ -288,7 +321,7 @@ pub fn alloc(class: usize) -> *mut u8 {
             }
         }
     }
-    pools::alloc_slow(class_bytes)
+    pools::alloc_slow(heap, class_bytes)
 }
 
 /// Where `address` lies in the arena space as `heap` knows it: its offset
@@ -393,7 +426,7 @@ unsafe fn free_to_cache(heap: *mut Heap, pool: *mut Pool, block: *mut u8) {
 
 /// Take a place in `heap`'s block cache for blocks of `block_size` bytes
 /// ([`BlockCache::take_room`]). On x86-64, with the default 16-byte class
-/// spacing, the cache's `room` is addressed as heap + 2 × block size + a
+/// spacing, the cache's `room` is addressed as heap + block size + a
 /// constant inside the one `sub` instruction (see [`class_offset`]): no
 /// address arithmetic on the free fast path.
 ///
@@ -404,20 +437,20 @@ unsafe fn free_to_cache(heap: *mut Heap, pool: *mut Pool, block: *mut u8) {
 #[inline(always)]
 unsafe fn cache_take_room(heap: *mut Heap, block_size: u32) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if core::mem::size_of::<ClassSlot>() == 2 * ALIGNMENT {
+    if core::mem::size_of::<ClassSlot>() == ALIGNMENT {
         // The slot of blocks of `block_size` bytes starts at
-        // `class_offset(block_size) = 2 * (block_size - ALIGNMENT)` into
+        // `class_offset(block_size) = block_size - ALIGNMENT` into
         // `classes`.
         const ROOM: isize = (core::mem::offset_of!(Heap, classes)
             + core::mem::offset_of!(ClassSlot, cache)
             + block_cache::ROOM_OFFSET) as isize
-            - 2 * ALIGNMENT as isize;
+            - ALIGNMENT as isize;
         // SAFETY: the address is `room` of the class's cache in `heap`
         // (above), written only by the heap's thread, the caller; as in
         // `BlockCache::take_room`, a borrow means it held 0, restored.
         unsafe {
             core::arch::asm!(
-                "sub dword ptr [{heap} + {block_size} * 2 + {room}], 1",
+                "sub dword ptr [{heap} + {block_size} + {room}], 1",
                 "jb {full}",
                 heap = in(reg) heap,
                 block_size = in(reg) block_size as usize,
@@ -466,8 +499,7 @@ unsafe fn free_uncached(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
 /// The block cache of `heap` for blocks of `block_size` bytes. The pool
 /// record's block size (next to its owner, which free reads anyway) gives
 /// the cache's address with no table and, with the default 16-byte
-/// spacing and 32-byte slots, no arithmetic beyond the addressing mode's
-/// scale: class `c` has blocks of `(c + 1) * ALIGNMENT` bytes.
+/// spacing and 16-byte slots, no arithmetic beyond the addressing mode: class `c` has blocks of `(c + 1) * ALIGNMENT` bytes.
 ///
 /// # Safety
 /// `block_size` is the block size of one of the size classes.

@@ -33,7 +33,6 @@ use crate::config::{ALIGNMENT, HEAP_EMPTY_POOL_CACHE, NUM_SIZE_CLASSES};
 use crate::pool::{self, Block, Pool, PoolState, EMPTY_POOL};
 use crate::size_class::block_size;
 use crate::system;
-use crate::thread;
 
 /// The allocation just took the last free block of `pool`, the first pool
 /// of its class: thread the next page of never-used blocks onto its free
@@ -125,11 +124,15 @@ unsafe fn flush_caches(heap: *mut Heap) {
 
 #[cold]
 #[inline(never)]
-pub(super) fn alloc_slow(class_bytes: usize) -> *mut u8 {
-    // The fast path passes `class * ALIGNMENT`, which it has at hand
-    // (`heap::alloc`).
+pub(super) fn alloc_slow(heap: *mut Heap, class_bytes: usize) -> *mut u8 {
+    // The fast path passes the thread's heap slot as it read it, and
+    // `class * ALIGNMENT`, which it has at hand (`heap::alloc`): the
+    // request's size register becomes this second argument with no move,
+    // leaving the first argument's register to the heap, so that a hook
+    // called with a context first (CPython's) keeps it there for its own
+    // cold path without a copy.
     let class = class_bytes / ALIGNMENT;
-    let mut heap = thread::current_heap();
+    let mut heap = heap;
     if heap == unattached_heap() {
         heap = registry::attach_thread();
         if heap.is_null() {
@@ -462,6 +465,7 @@ mod tests {
     use super::*;
     use crate::block_cache;
     use crate::heap::{alloc, free};
+    use crate::thread;
     use std::sync::mpsc;
 
     #[test]
