@@ -174,6 +174,8 @@ test-cpython: $(RUNNER) $(addprefix $(OUT)/,$(CPYTHON_C_TESTS))
 	LD_PRELOAD=$(CURDIR)/$(SHARED) $(PY_EXE) -X tracemalloc c_tests/cpython_tracemalloc.py $(CURDIR)/$(SHARED)
 	@echo "== preloaded, the exports lead to libpython's functions and CPython's dispatch is followed"
 	$(PY_EXE) c_tests/cpython_dispatch.py $(PY_EXE) $(CURDIR)/$(SHARED)
+	@echo "== requests above 512 bytes: straight to the raw domain when installed before start-up, through pymalloc at run time"
+	$(PY_EXE) c_tests/cpython_large_requests.py $(PY_EXE) $(CURDIR)/$(SHARED) $(RUNNER)
 	@echo "== the allocation profiler through CPython's hooks (runner and preload)"
 	$(PY_EXE) c_tests/cpython_profile.py $(PY_EXE) $(CURDIR)/$(SHARED) $(RUNNER)
 	@echo "== embedding and preload smoke test on every CPython 3.8+ under pyenv"

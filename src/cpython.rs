@@ -312,45 +312,113 @@ unsafe fn capture(domain: Domain, runtime: Option<&Runtime>, large_to_raw: bool)
     // on the mixed_sizes workload under LD_PRELOAD). Only when nothing can
     // have been allocated from pymalloc yet: every block not in our pools
     // is then a raw-domain block.
-    if large_to_raw && domain != Domain::Raw && wrapped.ctx.is_null() && raw_domain_found() {
+    if large_to_raw && domain != Domain::Raw && wrapped.ctx.is_null() && find_raw_domain() {
         *wrapped = RAW_DOMAIN_TABLE;
     }
 }
 
-/// Whether libpython's raw-domain functions were found after this library
-/// (`FORWARDS`).
-fn raw_domain_found() -> bool {
+/// libpython's own raw-domain functions (`PyMem_RawMalloc`, `…Calloc`,
+/// `…Realloc`, `…Free`, in that order), once [`find_raw_domain`] found them
+/// (never changed after).
+static RAW_DOMAIN: [AtomicPtr<c_void>; 4] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 4];
+
+/// Find libpython's definitions of the raw-domain functions, wherever
+/// libpython stands in lookup order: after this library (`FORWARDS`, the
+/// preload) or before it (a program linked with both, as the runner is,
+/// where the names resolve to libpython's and our exports are not called).
+/// They are looked up in the object that defines `PyMem_SetAllocator`,
+/// which this library does not export. Whether all four were found.
+///
+/// `INSTALL_LOCK` is held (the statics are written once, before the table
+/// that reads them is installed).
+fn find_raw_domain() -> bool {
+    const NAMES: [&CStr; 4] = [
+        c"PyMem_RawMalloc",
+        c"PyMem_RawCalloc",
+        c"PyMem_RawRealloc",
+        c"PyMem_RawFree",
+    ];
+    if RAW_DOMAIN
+        .iter()
+        .all(|function| !function.load(Ordering::Relaxed).is_null())
+    {
+        return true;
+    }
     let f = &FORWARDS;
-    [
+    let forwards = [
         &f.PyMem_RawMalloc,
         &f.PyMem_RawCalloc,
         &f.PyMem_RawRealloc,
         &f.PyMem_RawFree,
     ]
-    .iter()
-    .all(|function| !function.load(Ordering::Relaxed).is_null())
+    .map(|function| function.load(Ordering::Relaxed));
+    if forwards.iter().all(|function| !function.is_null()) {
+        publish_raw_domain(forwards);
+        return true;
+    }
+    let set_allocator = symbol(libc::RTLD_DEFAULT, c"PyMem_SetAllocator");
+    if set_allocator.is_null() {
+        return false;
+    }
+    let mut info = empty_dl_info();
+    // SAFETY: dladdr fills `info` for a symbol's address.
+    if unsafe { libc::dladdr(set_allocator, &mut info) } == 0 || info.dli_fname.is_null() {
+        return false;
+    }
+    let libpython_base = info.dli_fbase;
+    // SAFETY: the loader's own path of an object it has loaded; RTLD_NOLOAD
+    // only takes a reference to it, released below.
+    let handle = unsafe { libc::dlopen(info.dli_fname, libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+    if handle.is_null() {
+        return false;
+    }
+    let mut found = [core::ptr::null_mut(); 4];
+    for (slot, name) in found.iter_mut().zip(NAMES) {
+        let function = symbol(handle, name);
+        let mut info = empty_dl_info();
+        // SAFETY: as above.
+        let defined_there = !function.is_null()
+            && unsafe { libc::dladdr(function, &mut info) } != 0
+            && info.dli_fbase == libpython_base;
+        if defined_there {
+            *slot = function;
+        }
+    }
+    // SAFETY: the reference taken by dlopen above; libpython stays loaded
+    // (the program loaded it), so the addresses stay valid.
+    unsafe { libc::dlclose(handle) };
+    if found.iter().any(|function| function.is_null()) {
+        return false;
+    }
+    publish_raw_domain(found);
+    true
 }
 
-/// Calls `FORWARDS.$name`, libpython's function, with `$ty` its signature.
+fn publish_raw_domain(functions: [*mut c_void; 4]) {
+    for (slot, function) in RAW_DOMAIN.iter().zip(functions) {
+        slot.store(function, Ordering::Release);
+    }
+}
+
+/// Calls libpython's raw-domain function `RAW_DOMAIN[$index]`, with `$ty`
+/// its signature.
 macro_rules! call_libpython {
-    ($name:ident as $ty:ty, $($arg:expr),*) => {{
-        let function = FORWARDS.$name.load(Ordering::Relaxed);
-        // SAFETY: `RAW_DOMAIN_TABLE` is only installed when the function
-        // was found (`raw_domain_found`); `$ty` is its C signature; the
-        // caller's guarantees are the hook's.
+    ($index:literal as $ty:ty, $($arg:expr),*) => {{
+        let function = RAW_DOMAIN[$index].load(Ordering::Acquire);
+        // SAFETY: `RAW_DOMAIN_TABLE` is only installed when the functions
+        // were found (`find_raw_domain`), and the table's installation
+        // publishes them; `$ty` is the C signature of that entry's
+        // function; the caller's guarantees are the hook's.
         unsafe { core::mem::transmute::<*mut c_void, $ty>(function)($($arg),*) }
     }};
 }
 
 unsafe extern "C" fn raw_domain_malloc(_: *mut c_void, size: usize) -> *mut c_void {
-    call_libpython!(
-        PyMem_RawMalloc as unsafe extern "C" fn(usize) -> *mut c_void,
-        size
-    )
+    call_libpython!(0 as unsafe extern "C" fn(usize) -> *mut c_void, size)
 }
 unsafe extern "C" fn raw_domain_calloc(_: *mut c_void, count: usize, size: usize) -> *mut c_void {
     call_libpython!(
-        PyMem_RawCalloc as unsafe extern "C" fn(usize, usize) -> *mut c_void,
+        1 as unsafe extern "C" fn(usize, usize) -> *mut c_void,
         count,
         size
     )
@@ -361,13 +429,13 @@ unsafe extern "C" fn raw_domain_realloc(
     size: usize,
 ) -> *mut c_void {
     call_libpython!(
-        PyMem_RawRealloc as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
+        2 as unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void,
         block,
         size
     )
 }
 unsafe extern "C" fn raw_domain_free(_: *mut c_void, block: *mut c_void) {
-    call_libpython!(PyMem_RawFree as unsafe extern "C" fn(*mut c_void), block)
+    call_libpython!(3 as unsafe extern "C" fn(*mut c_void), block)
 }
 
 /// The fallback of the mem and object domains' tables installed before
@@ -447,9 +515,18 @@ impl core::fmt::Display for InstallError {
 /// Install our tables into the CPython runtime of the process, for every
 /// domain configured as `pymalloc` (by default: mem and object). Domains
 /// already served by our tables are left alone. Returns how many domains
-/// were newly installed.
+/// were newly installed. Before the interpreter is initialised (an
+/// embedder's `main`, the runner), CPython's contract for
+/// `PyMem_SetAllocator` lets a table replace the allocator rather than
+/// wrap it: nothing of the mem and object domains is allocated before
+/// `Py_InitializeFromConfig` (pre-initialisation uses the raw domain), so
+/// the tables are installed as by the preload's constructor.
 pub fn install_hooks() -> Result<usize, InstallError> {
-    install(Install::Any)
+    if interpreter_initialized() {
+        install(Install::Any)
+    } else {
+        install(Install::BeforeCPython)
+    }
 }
 
 /// When the hook tables are installed.
@@ -458,8 +535,10 @@ enum Install {
     /// At any time (`PyCore_InstallHooks`): CPython's allocator may have
     /// blocks live, which our tables hand back to it.
     Any,
-    /// By the library constructor under `LD_PRELOAD`, before the program's
-    /// `main`: CPython has not allocated anything yet, so its pymalloc will
+    /// Before the interpreter is initialised: by the library constructor
+    /// under `LD_PRELOAD`, before the program's `main`, or by
+    /// `PyCore_InstallHooks` before `Py_Initialize`. CPython has allocated
+    /// nothing of the mem and object domains yet, so its pymalloc will
     /// never hold a block, and the requests above our threshold go straight
     /// to the raw domain, as pymalloc would send them (see `capture`).
     BeforeCPython,

@@ -307,15 +307,20 @@ pub unsafe extern "C" fn PyCore_GetAllocator(
 }
 
 /// Install the hook tables into the CPython runtime of this process for
-/// every domain configured as "pymalloc" (by default: mem and object),
-/// wrapping the allocators installed now. Call it before `Py_Initialize`.
-/// From a running interpreter it works too (the tables wrap the allocator
-/// they replace, which keeps the blocks made before), unless a tool that
+/// every domain configured as "pymalloc" (by default: mem and object).
+/// Call it before `Py_Initialize`: the tables then replace CPython's
+/// allocator, as CPython's contract for `PyMem_SetAllocator` allows before
+/// initialisation, and requests above 512 bytes go straight to CPython's
+/// raw domain (`PyMem_RawMalloc`), where pymalloc would send them. From a
+/// running interpreter it works too (the tables wrap the allocator they
+/// replace, which keeps the blocks made before), unless a tool that
 /// restores an allocator it saved earlier is active: tracemalloc started
 /// before the call puts its saved allocator back at exit, which is then
 /// handed our blocks (docs/python.md). Returns 0, or -1 with a message on
 /// stderr when no CPython runtime is present. Installing twice is
-/// harmless.
+/// harmless. A program that finalises the interpreter and starts it again
+/// calls it before the first start, not between the two: blocks of
+/// CPython's own allocator may outlive the first run.
 #[unsafe(no_mangle)]
 pub extern "C" fn PyCore_InstallHooks() -> c_int {
     match cpython::install_hooks() {
