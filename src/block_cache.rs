@@ -56,9 +56,10 @@ pub const DEFAULT_BYTES_PER_CLASS: usize = 4096;
 /// budget is not 0), so that a workload of large blocks is served too.
 const MIN_BLOCKS: usize = 8;
 
-/// However small its blocks, a class caches at most this many: beyond
-/// it, longer runs of frees only delay the pools' bookkeeping.
-const MAX_BLOCKS: usize = 64;
+/// However small its blocks, a class caches at most this many: a page of
+/// the smallest class (4096 / 16), so that the default budget takes a
+/// whole carved page of any class in one refill (`heap::pools`).
+const MAX_BLOCKS: usize = 256;
 
 static BYTES_PER_CLASS: AtomicUsize = AtomicUsize::new(DEFAULT_BYTES_PER_CLASS);
 
@@ -244,6 +245,22 @@ impl BlockCache {
             let room = &*ptr::addr_of!((*cache).room);
             debug_assert!(count <= room.load(Relaxed));
             (*last).next = (*cache).head;
+            (*cache).head = first;
+            room.store(room.load(Relaxed) - count, Relaxed);
+        }
+    }
+
+    /// Make `first`, a null-terminated list of `count` blocks, the
+    /// contents of this empty cache, with no walk to its end.
+    ///
+    /// # Safety
+    /// As for [`Self::push_list`]; the cache holds no block.
+    pub unsafe fn fill_empty(cache: *mut BlockCache, first: *mut Block, count: u32) {
+        // SAFETY: as guaranteed by the caller.
+        unsafe {
+            debug_assert!((*cache).head.is_null());
+            let room = &*ptr::addr_of!((*cache).room);
+            debug_assert!(count <= room.load(Relaxed));
             (*cache).head = first;
             room.store(room.load(Relaxed) - count, Relaxed);
         }

@@ -7,8 +7,10 @@
 //! small cache. Only the heap's thread touches these, so the owner-local
 //! paths use no atomic read-modify-write and no lock:
 //!
-//! * allocate: pop the class's block cache; else `avail[class]` → pool,
-//!   pop its free list, `used += 1`;
+//! * allocate: pop the class's block cache, the one tier inline; when it
+//!   is empty, out of line, take a block from the `avail[class]` pool and
+//!   move the rest of its free list (as far as the cache has room) into
+//!   the cache, counting them all allocated (`used += n`);
 //! * free: push onto the calling thread's block cache for the class,
 //!   whichever heap owns the block's pool (no ownership test); when that
 //!   is full, a block of a pool this heap owns goes onto its pool's free
@@ -94,7 +96,7 @@ pub struct Heap {
     /// use it.
     classes: [ClassSlot; NUM_SIZE_CLASSES],
     /// Per class, the first pool that may have free blocks, or the empty
-    /// sentinel: the allocation's second tier.
+    /// sentinel: where the slow path refills the cache from.
     avail: [ListHead; NUM_SIZE_CLASSES],
     /// Blocks freed by other threads (lock-free stack through `Block::next`).
     remote_free: AtomicPtr<Block>,
@@ -302,22 +304,6 @@ pub fn alloc(class: usize) -> *mut u8 {
             let cache = ptr::addr_of_mut!((*slot).cache);
             if BlockCache::has_blocks(cache) {
                 return BlockCache::pop(cache).cast();
-            }
-            let pool = *ptr::addr_of_mut!((*heap).avail)
-                .cast::<ListHead>()
-                .byte_add(class_bytes * (core::mem::size_of::<ListHead>() / ALIGNMENT))
-                .cast::<*mut Pool>();
-            let block = (*pool).free;
-            if !block.is_null() {
-                let next = (*block).next;
-                (*pool).free = next;
-                (*pool).count_allocated(1);
-                if next.is_null() {
-                    // As in CPython: deal with the exhausted pool now, so
-                    // that the next allocation finds a block at once.
-                    pools::pool_exhausted(heap, pool);
-                }
-                return block.cast();
             }
         }
     }

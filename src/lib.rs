@@ -21,8 +21,8 @@
 //!   thread slot -> Heap (one per thread)   libc malloc / free
 //!                  |  from the heap registry, which hands an exited
 //!                  |    thread's heap to the next new thread
-//!                  |  cache[class]: blocks it freed (any heap's),     }
-//!                  |    reused first                                  }
+//!                  |  cache[class]: blocks it freed (any heap's) and  }
+//!                  |    batches from its pools: the only tier inline  }
 //!                  |  avail[class] -> Pool -> free list of blocks     } no lock, no
 //!                  |  remote_free <- blocks freed by other threads    } atomic RMW
 //!                  |                           (one CAS per free)     } on the owner
