@@ -328,6 +328,16 @@ impl BlockCache {
         }
     }
 
+    /// Whether the cache is closed (see [`Self::close`]).
+    ///
+    /// # Safety
+    /// As for [`Self::pop`].
+    #[inline(always)]
+    pub unsafe fn is_closed(cache: *const BlockCache) -> bool {
+        // SAFETY: valid pointer (caller) to an atomic field.
+        unsafe { (*ptr::addr_of!((*cache).limit)).load(Relaxed) & CLOSED != 0 }
+    }
+
     /// Take blocks again (up to the limit) if the cache was closed.
     ///
     /// # Safety

@@ -133,6 +133,32 @@ pub(super) fn alloc_slow(heap: *mut Heap, class_bytes: usize) -> *mut u8 {
     // called with a context first (CPython's) keeps it there for its own
     // cold path without a copy.
     let class = class_bytes / ALIGNMENT;
+    // SAFETY: `heap` is the thread slot's heap: this thread's, or a
+    // placeholder, whose lists hold only the sentinel, which has no free
+    // block, so that only this thread's own heap passes the test; it then
+    // owns the pool.
+    unsafe {
+        // The common case first: the class's first pool has a free block
+        // and the cache is open (a closed one is opened on the general
+        // path below).
+        let pool = avail_of(heap, class);
+        let block = (*pool).free;
+        if !block.is_null() && !BlockCache::is_closed(cache_of(heap, class)) {
+            let moved = refill_cache(heap, pool, class, (*block).next);
+            (*pool).count_allocated(1 + moved);
+            if (*pool).free.is_null() {
+                pool_exhausted(heap, pool);
+            }
+            return block.cast();
+        }
+    }
+    alloc_general(heap, class)
+}
+
+/// `alloc_slow` past its common case, out of line so that the common case
+/// saves no registers.
+#[inline(never)]
+fn alloc_general(heap: *mut Heap, class: usize) -> *mut u8 {
     let mut heap = heap;
     if heap == unattached_heap() {
         heap = registry::attach_thread();
