@@ -288,23 +288,18 @@ pub fn alloc(class: usize) -> *mut u8 {
     // needed past the cache, which takes it back from that offset.
     let class_bytes = class * ALIGNMENT;
     let heap = thread::current_heap();
-    {
-        // SAFETY: the slot holds this thread's heap or a never-written
-        // placeholder, whose caches are empty (so only read here, never
-        // borrowed mutably) and whose class slots are the sentinel; cached
-        // blocks are blocks given up to the cache (of any heap's pools,
-        // still counted as allocated there); `avail` entries are
-        // pools it owns or the sentinel; `class` is in range, so the
-        // offset selects its slot; a non-null free block lies inside its
-        // pool.
-        unsafe {
-            let slot = ptr::addr_of_mut!((*heap).classes)
-                .cast::<ClassSlot>()
-                .byte_add(class_bytes * (core::mem::size_of::<ClassSlot>() / ALIGNMENT));
-            let cache = ptr::addr_of_mut!((*slot).cache);
-            if BlockCache::has_blocks(cache) {
-                return BlockCache::pop(cache).cast();
-            }
+    // SAFETY: the slot holds this thread's heap or a never-written
+    // placeholder, whose caches are empty (so only read here, never
+    // borrowed mutably); cached blocks are blocks given up to the cache
+    // (of any heap's pools, still counted as allocated there); `class` is
+    // in range, so the offset selects its slot.
+    unsafe {
+        let slot = ptr::addr_of_mut!((*heap).classes)
+            .cast::<ClassSlot>()
+            .byte_add(class_bytes * (core::mem::size_of::<ClassSlot>() / ALIGNMENT));
+        let cache = ptr::addr_of_mut!((*slot).cache);
+        if BlockCache::has_blocks(cache) {
+            return BlockCache::pop(cache).cast();
         }
     }
     pools::alloc_slow(heap, class_bytes)
@@ -485,7 +480,8 @@ unsafe fn free_uncached(heap: *mut Heap, pool: *mut Pool, block: *mut Block) {
 /// The block cache of `heap` for blocks of `block_size` bytes. The pool
 /// record's block size (next to its owner, which free reads anyway) gives
 /// the cache's address with no table and, with the default 16-byte
-/// spacing and 16-byte slots, no arithmetic beyond the addressing mode: class `c` has blocks of `(c + 1) * ALIGNMENT` bytes.
+/// spacing and 16-byte slots, no arithmetic beyond the addressing mode:
+/// class `c` has blocks of `(c + 1) * ALIGNMENT` bytes.
 ///
 /// # Safety
 /// `block_size` is the block size of one of the size classes.

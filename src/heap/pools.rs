@@ -142,14 +142,8 @@ pub(super) fn alloc_slow(heap: *mut Heap, class_bytes: usize) -> *mut u8 {
         // and the cache is open (a closed one is opened on the general
         // path below).
         let pool = avail_of(heap, class);
-        let block = (*pool).free;
-        if !block.is_null() && !BlockCache::is_closed(cache_of(heap, class)) {
-            let moved = refill_cache(heap, pool, class, (*block).next);
-            (*pool).count_allocated(1 + moved);
-            if (*pool).free.is_null() {
-                pool_exhausted(heap, pool);
-            }
-            return block.cast();
+        if !(*pool).free.is_null() && !BlockCache::is_closed(cache_of(heap, class)) {
+            return take_from_pool(heap, pool, class);
         }
     }
     alloc_general(heap, class)
@@ -186,13 +180,7 @@ unsafe fn alloc_from_pools(heap: *mut Heap, class: usize) -> *mut u8 {
             let pool = avail_of(heap, class);
             if pool != sentinel {
                 // Pools on the list have a free block (see `pool_exhausted`).
-                let block = (*pool).free;
-                let moved = refill_cache(heap, pool, class, (*block).next);
-                (*pool).count_allocated(1 + moved);
-                if (*pool).free.is_null() {
-                    pool_exhausted(heap, pool);
-                }
-                return block.cast();
+                return take_from_pool(heap, pool, class);
             }
             if collect_remote_frees(heap) {
                 continue;
@@ -213,11 +201,33 @@ unsafe fn alloc_from_pools(heap: *mut Heap, class: usize) -> *mut u8 {
     }
 }
 
+/// Take the first free block of `pool`, the first pool of its class's
+/// list, refill the class's block cache with the blocks after it
+/// ([`refill_cache`]), count them all allocated, and deal with the pool if
+/// that emptied its list.
+///
+/// # Safety
+/// Exclusive use of `heap`, which owns `pool`, whose free list is not
+/// empty.
+#[inline(always)]
+unsafe fn take_from_pool(heap: *mut Heap, pool: *mut Pool, class: usize) -> *mut u8 {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let block = (*pool).free;
+        let moved = refill_cache(heap, pool, class, (*block).next);
+        (*pool).count_allocated(1 + moved);
+        if (*pool).free.is_null() {
+            pool_exhausted(heap, pool);
+        }
+        block.cast()
+    }
+}
+
 /// Refill the class's block cache from `pool`, whose first free block the
 /// caller takes: `rest`, the blocks after it, go to the cache as far as it
 /// has room beyond `KEPT_ROOM`, and what remains stays the pool's free
-/// list. Returns how many
-/// moved (to be counted as allocated with the caller's block).
+/// list. Returns how many moved (to be counted as allocated with the
+/// caller's block).
 ///
 /// So that the allocation fast path has one tier: it pops the cache or
 /// calls out here, and never alternates between the cache and a pool's
