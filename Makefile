@@ -150,14 +150,14 @@ test-install: $(SHARED)
 # --- CPython ---------------------------------------------------------------
 
 # python3 with the allocator installed before start-up (embedding).
-# libpython comes first in the link: CPython's calls to its own
-# PyObject_Malloc & co. then bind to libpython's (which call our hook table)
-# rather than to the same-named exports of libpymalloc, which would forward
-# them back to libpython: one call and one jump less per allocation.
+# libpymalloc comes first in the link: CPython's calls to its own
+# PyObject_Malloc & co. (through libpython's PLT) then reach the
+# same-named exports of libpymalloc, which serve the pools directly while
+# CPython's table is ours: libpython's wrapper is skipped (docs/cpython.md).
 runner: $(RUNNER)
 $(RUNNER): embed/pymalloc_python.c $(SHARED) $(SONAME_LINK)
 	$(CC) -O2 -g -Wall -Wextra -Werror $$($(PY_CONFIG) --includes) -Iinclude -o $@ $< \
-	    $$($(PY_CONFIG) --embed --ldflags) -L$(LIBDIR) -lpymalloc -Wl,-rpath,$(CURDIR)/$(LIBDIR)
+	    -L$(LIBDIR) -lpymalloc $$($(PY_CONFIG) --embed --ldflags) -Wl,-rpath,$(CURDIR)/$(LIBDIR)
 
 $(OUT)/cpython_%: c_tests/cpython_%.c $(SHARED) $(SONAME_LINK) include/pymalloc.h
 	@mkdir -p $(OUT)

@@ -26,8 +26,8 @@
 //!   are in docs/cpython.md and BENCHMARKS.md.)
 
 use core::cell::UnsafeCell;
-use core::ffi::{c_int, c_void, CStr};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::ffi::{c_int, c_uint, c_void, CStr};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use crate::allocator::{self, Fallback};
 use crate::domain::{self, Backend, Domain};
@@ -159,6 +159,32 @@ unsafe extern "C" fn hook_malloc_profiled(ctx: *mut c_void, size: usize) -> *mut
     unsafe { hook_malloc_other(ctx, size.wrapping_sub(1)) }
 }
 
+/// The allocation hook of [`arming_table`]: `hook_malloc`, after, at the
+/// first call, [`follow_live_tables`] with arming.
+///
+/// # Safety
+/// As for `hook_malloc`.
+unsafe extern "C" fn hook_malloc_arming(ctx: *mut c_void, size: usize) -> *mut c_void {
+    let domain = domain_of(ctx);
+    if !ARMED[domain as usize].load(Ordering::Relaxed) {
+        arm(domain);
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { hook_malloc(ctx, size) }
+}
+
+/// Per domain, whether its arming hook has run [`arm`] (once: a table
+/// set over the arming table, tracemalloc's say, calls the hook without
+/// testing again).
+static ARMED: [AtomicBool; WRAPPED_ENTRIES] = [const { AtomicBool::new(false) }; WRAPPED_ENTRIES];
+
+#[cold]
+fn arm(domain: Domain) {
+    if !ARMED[domain as usize].swap(true, Ordering::AcqRel) {
+        follow_live_tables(true);
+    }
+}
+
 unsafe extern "C" fn hook_calloc(ctx: *mut c_void, count: usize, size: usize) -> *mut c_void {
     // The common case without a stack frame: a small request.
     if let Some(block) = allocator::calloc_small(count, size) {
@@ -223,6 +249,17 @@ unsafe extern "C" fn hook_realloc_profiled(
 }
 
 unsafe extern "C" fn hook_free(ctx: *mut c_void, block: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { free_through(ctx, block) }
+}
+
+/// The body of `hook_free`, also inlined into the direct targets' free.
+///
+/// # Safety
+/// `ctx` is the address of a domain's entry in WRAPPED; `block` is null
+/// or a live block of that domain, ours or the wrapped allocator's.
+#[inline(always)]
+unsafe fn free_through(ctx: *mut c_void, block: *mut c_void) {
     // SAFETY: as in `hook_realloc`.
     unsafe {
         let previous = &*(ctx as *const PyMemAllocatorEx);
@@ -266,9 +303,50 @@ fn symbol(handle: *mut c_void, name: &CStr) -> *mut c_void {
     unsafe { libc::dlsym(handle, name.as_ptr()) }
 }
 
+/// The running CPython's allocator API: libpython's own functions,
+/// never our exports of the same names.
 fn runtime() -> Option<Runtime> {
-    let get = symbol(libc::RTLD_DEFAULT, c"PyMem_GetAllocator");
-    let set = symbol(libc::RTLD_DEFAULT, c"PyMem_SetAllocator");
+    libpython_runtime().or_else(|| {
+        runtime_from(
+            cpython_symbol(c"PyMem_GetAllocator"),
+            cpython_symbol(c"PyMem_SetAllocator"),
+        )
+    })
+}
+
+/// libpython's allocator API when a libpython comes after us in lookup
+/// order (found at load, `FORWARDS`).
+fn libpython_runtime() -> Option<Runtime> {
+    runtime_from(
+        FORWARDS.PyMem_GetAllocator.load(Ordering::Relaxed),
+        FORWARDS.PyMem_SetAllocator.load(Ordering::Relaxed),
+    )
+}
+
+/// `name` as another object than this library defines it: the first
+/// definition in lookup order, or, when that is our own export, the next
+/// one (a libpython after us, possibly loaded since).
+fn cpython_symbol(name: &CStr) -> *mut c_void {
+    let first = symbol(libc::RTLD_DEFAULT, name);
+    if first.is_null() || !defined_here(first) {
+        return first;
+    }
+    symbol(libc::RTLD_NEXT, name)
+}
+
+/// Whether `address` lies in this library.
+fn defined_here(address: *mut c_void) -> bool {
+    let mut there = empty_dl_info();
+    let mut here = empty_dl_info();
+    // SAFETY: dladdr fills the records for any address.
+    unsafe {
+        libc::dladdr(address, &mut there) != 0
+            && libc::dladdr(defined_here as *const c_void, &mut here) != 0
+            && there.dli_fbase == here.dli_fbase
+    }
+}
+
+fn runtime_from(get: *mut c_void, set: *mut c_void) -> Option<Runtime> {
     if get.is_null() || set.is_null() {
         return None;
     }
@@ -326,8 +404,9 @@ static RAW_DOMAIN: [AtomicPtr<c_void>; 4] = [const { AtomicPtr::new(core::ptr::n
 /// libpython stands in lookup order: after this library (`FORWARDS`, the
 /// preload) or before it (a program linked with both, as the runner is,
 /// where the names resolve to libpython's and our exports are not called).
-/// They are looked up in the object that defines `PyMem_SetAllocator`,
-/// which this library does not export. Whether all four were found.
+/// They are looked up in the object that defines libpython's
+/// `PyMem_SetAllocator` (not our export of the name). Whether all four
+/// were found.
 ///
 /// `INSTALL_LOCK` is held (the statics are written once, before the table
 /// that reads them is installed).
@@ -356,7 +435,7 @@ fn find_raw_domain() -> bool {
         publish_raw_domain(forwards);
         return true;
     }
-    let set_allocator = symbol(libc::RTLD_DEFAULT, c"PyMem_SetAllocator");
+    let set_allocator = cpython_symbol(c"PyMem_SetAllocator");
     if set_allocator.is_null() {
         return false;
     }
@@ -464,6 +543,39 @@ fn table(domain: Domain) -> PyMemAllocatorEx {
     table_with_context(context(domain))
 }
 
+/// The table installed before CPython starts when a libpython comes after
+/// us: `table(domain)` with an allocation hook that, at its first call,
+/// points the domain's exports at the pools directly ([`arm`]).
+fn arming_table(domain: Domain) -> PyMemAllocatorEx {
+    PyMemAllocatorEx {
+        malloc: Some(hook_malloc_arming),
+        ..table(domain)
+    }
+}
+
+/// Which of our tables `live` (CPython's table for `domain`) is: our
+/// contexts are unique to our tables, and the allocation hook tells the
+/// variants apart (a profiled table is neither).
+fn table_kind(domain: Domain, live: &PyMemAllocatorEx) -> Option<TableKind> {
+    if live.ctx != context(domain) {
+        return None;
+    }
+    let malloc = live.malloc.map(|f| f as *const ());
+    if malloc == Some(hook_malloc as *const ()) {
+        Some(TableKind::Normal)
+    } else if malloc == Some(hook_malloc_arming as *const ()) {
+        Some(TableKind::Arming)
+    } else {
+        None
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TableKind {
+    Normal,
+    Arming,
+}
+
 /// The context of the table we install for `domain`: its `WRAPPED` entry.
 fn context(domain: Domain) -> *mut c_void {
     // SAFETY: the address of an entry of the static; nothing is read.
@@ -546,35 +658,47 @@ enum Install {
 
 fn install(when: Install) -> Result<usize, InstallError> {
     let runtime = runtime().ok_or(InstallError::NoRuntime)?;
-    let _guard = INSTALL_LOCK.lock();
+    // Before CPython starts, with a libpython after us (whose calls reach
+    // our exports), the arming table: see `follow_live_tables`.
+    let arming = when == Install::BeforeCPython && libpython_runtime().is_some();
     let mut installed = 0;
-    for domain in Domain::ALL {
-        if domain::backend(domain) != Backend::Pymalloc {
-            continue;
+    {
+        let _guard = INSTALL_LOCK.lock();
+        for domain in Domain::ALL {
+            if domain::backend(domain) != Backend::Pymalloc {
+                continue;
+            }
+            let mut current = PyMemAllocatorEx::EMPTY;
+            // SAFETY: valid out-parameter.
+            unsafe { (runtime.get)(domain as c_int, &mut current) };
+            if current.is_ours() {
+                continue;
+            }
+            // SAFETY: lock held.
+            unsafe { capture(domain, Some(&runtime), when == Install::BeforeCPython) };
+            let mut hooks = if arming {
+                arming_table(domain)
+            } else {
+                table(domain)
+            };
+            // SAFETY: CPython copies the table; its functions stay valid for
+            // the life of the process (this library is never unloaded while
+            // they are installed: see docs/cpython.md).
+            unsafe { (runtime.set)(domain as c_int, &mut hooks) };
+            installed += 1;
         }
-        let mut current = PyMemAllocatorEx::EMPTY;
-        // SAFETY: valid out-parameter.
-        unsafe { (runtime.get)(domain as c_int, &mut current) };
-        if current.is_ours() {
-            continue;
-        }
-        // SAFETY: lock held.
-        unsafe { capture(domain, Some(&runtime), when == Install::BeforeCPython) };
-        let mut hooks = table(domain);
-        // SAFETY: CPython copies the table; its functions stay valid for
-        // the life of the process (this library is never unloaded while
-        // they are installed: see docs/cpython.md).
-        unsafe { (runtime.set)(domain as c_int, &mut hooks) };
-        installed += 1;
     }
     // With PYMALLOC=debug, CPython's own debug hooks go over our tables:
     // CPython's report format and its GIL checks, in front of our pools.
+    // (Outside the install lock: libpython's function calls
+    // `PyMem_SetAllocator`, which may be our export, which takes it.)
     let debug = Domain::ALL.iter().any(|&d| domain::setting(d).debug);
-    let setup_debug_hooks = symbol(libc::RTLD_DEFAULT, c"PyMem_SetupDebugHooks");
+    let setup_debug_hooks = cpython_symbol(c"PyMem_SetupDebugHooks");
     if debug && installed > 0 && !setup_debug_hooks.is_null() {
         // SAFETY: `void PyMem_SetupDebugHooks(void)`, idempotent in CPython.
         unsafe { core::mem::transmute::<*mut c_void, unsafe extern "C" fn()>(setup_debug_hooks)() };
     }
+    follow_live_tables(when == Install::Any);
     Ok(installed)
 }
 
@@ -632,6 +756,8 @@ forwards!(
     _PyObject_GC_NewVar,
     PyObject_GC_Del,
     PyMem_SetupDebugHooks,
+    PyMem_GetAllocator,
+    PyMem_SetAllocator,
 );
 
 /// libpython's own memory functions for `domain`, when a libpython comes
@@ -691,6 +817,153 @@ macro_rules! return_via_libpython {
     };
 }
 pub(crate) use return_via_libpython;
+
+// ---------------------------------------------------------------------------
+// Direct routes: the exports serve the pools while CPython's table is ours.
+
+/// The targets of `$domain`'s exports while CPython's table for the domain
+/// is ours ([`follow_live_tables`]): our hook functions with the domain's
+/// context bound, the very code CPython's table would reach, without
+/// libpython's wrapper in between (a call, a load of the table, the size
+/// test CPython makes, which the pools' own size test makes again).
+macro_rules! direct_targets {
+    ($module:ident, $domain:expr) => {
+        mod $module {
+            use super::*;
+
+            unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+                if let Some(block) = allocator::malloc_small(size) {
+                    return block.cast();
+                }
+                // The size as received, in the register it came in (the
+                // size test computes `size - 1` in another, as for
+                // `plain_malloc`).
+                // SAFETY: the domain's context.
+                unsafe { malloc_other(size) }
+            }
+
+            /// # Safety
+            /// None beyond the domain's table being installed.
+            #[cold]
+            #[inline(never)]
+            unsafe fn malloc_other(size: usize) -> *mut c_void {
+                // SAFETY: the domain's context.
+                unsafe { hook_malloc_other(context($domain), size.wrapping_sub(1)) }
+            }
+
+            unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
+                if let Some(block) = allocator::calloc_small(count, size) {
+                    return block.cast();
+                }
+                // SAFETY: the domain's context.
+                unsafe { hook_calloc_other(context($domain), count, size) }
+            }
+
+            /// # Safety
+            /// As for `hook_realloc`.
+            unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void {
+                // SAFETY: guaranteed by the caller; the domain's context.
+                unsafe { hook_realloc(context($domain), block, size) }
+            }
+
+            /// # Safety
+            /// As for `hook_free`.
+            unsafe extern "C" fn free(block: *mut c_void) {
+                // SAFETY: guaranteed by the caller; the domain's context.
+                unsafe { free_through(context($domain), block) }
+            }
+
+            pub(super) const TARGETS: Targets = Targets {
+                malloc,
+                calloc,
+                realloc,
+                free,
+            };
+        }
+    };
+}
+
+direct_targets!(direct_mem, Domain::Mem);
+direct_targets!(direct_obj, Domain::Obj);
+
+/// Point the exports of the mem and object domains, where they lead to a
+/// libpython after us (`FORWARDS`), at what CPython's live table for the
+/// domain calls for: the pools directly while that table is ours (the
+/// direct targets above), libpython's own function otherwise, so that
+/// tracemalloc, debug hooks or another allocator see every call.
+///
+/// The table changes only through `PyMem_SetAllocator` (and, from 3.12,
+/// `PyMem_SetupDebugHooks` and CPython's pre-initialisation, which write
+/// it directly). libpython calls the first two through its PLT, so
+/// through our exports, which call this after forwarding. The third
+/// happens before CPython's first allocation of these domains, so the
+/// table installed before CPython starts is an arming table: it counts as
+/// ours only with `arm`, passed by its own allocation hook at its first
+/// call (CPython has then finished its pre-initialisation) and by calls
+/// made once the interpreter runs, which then install the plain table.
+pub fn follow_live_tables(arm: bool) {
+    let Some(runtime) = libpython_runtime() else {
+        return;
+    };
+    let _guard = INSTALL_LOCK.lock();
+    for domain in [Domain::Mem, Domain::Obj] {
+        let Some(libpython) = forward_targets(domain) else {
+            continue;
+        };
+        let mut live = PyMemAllocatorEx::EMPTY;
+        // SAFETY: libpython's getter with a valid out-parameter.
+        unsafe { (runtime.get)(domain as c_int, &mut live) };
+        let direct = match table_kind(domain, &live) {
+            Some(TableKind::Normal) => true,
+            Some(TableKind::Arming) if arm => {
+                let mut normal = table(domain);
+                // SAFETY: libpython's setter; it copies the table, whose
+                // functions, like the arming one's, serve the same context.
+                unsafe { (runtime.set)(domain as c_int, &mut normal) };
+                true
+            }
+            _ => false,
+        };
+        let targets = if direct {
+            match domain {
+                Domain::Mem => direct_mem::TARGETS,
+                _ => direct_obj::TARGETS,
+            }
+        } else {
+            libpython
+        };
+        crate::ffi::routes::forward(domain, targets);
+        domain::mark_direct(domain, direct);
+    }
+}
+
+/// `PyMem_SetAllocator` when a libpython comes after us: libpython's, then
+/// the exports follow the new table. Whether there was one to call.
+///
+/// # Safety
+/// As for CPython's `PyMem_SetAllocator`.
+pub unsafe fn set_allocator_in_libpython(domain: c_uint, allocator: *mut PyMemAllocatorEx) -> bool {
+    let Some(runtime) = libpython_runtime() else {
+        return false;
+    };
+    // SAFETY: guaranteed by the caller: CPython's contract.
+    unsafe { (runtime.set)(domain as c_int, allocator) };
+    follow_live_tables(interpreter_initialized());
+    true
+}
+
+/// `PyMem_SetupDebugHooks` when a libpython comes after us: libpython's,
+/// then the exports follow the tables. Whether there was one to call.
+pub fn setup_debug_hooks_in_libpython() -> bool {
+    let found = FORWARDS.PyMem_SetupDebugHooks.load(Ordering::Relaxed);
+    if found.is_null() {
+        return false;
+    }
+    // SAFETY: libpython's `void PyMem_SetupDebugHooks(void)`.
+    unsafe { core::mem::transmute::<*mut c_void, unsafe extern "C" fn()>(found)() };
+    follow_live_tables(interpreter_initialized());
+    true
+}
 
 // ---------------------------------------------------------------------------
 // Load time.

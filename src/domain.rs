@@ -147,6 +147,22 @@ pub fn forwarding(domain: Domain) -> bool {
     FORWARDED[domain as usize].load(Ordering::Relaxed)
 }
 
+/// Whether each domain's exports, forwarded, serve the pools directly
+/// because CPython's table for the domain is ours (for the statistics).
+static DIRECT: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
+
+/// Record whether `domain`'s forwarded exports now serve the pools
+/// directly (see [`crate::cpython::follow_live_tables`]).
+pub(crate) fn mark_direct(domain: Domain, direct: bool) {
+    DIRECT[domain as usize].store(direct, Ordering::Relaxed);
+}
+
+/// Whether `domain`'s exports, which lead to libpython, serve the pools
+/// directly while CPython's table for the domain is ours.
+pub fn serving_directly(domain: Domain) -> bool {
+    DIRECT[domain as usize].load(Ordering::Relaxed)
+}
+
 pub fn setting(domain: Domain) -> Setting {
     decode(state(domain))
 }

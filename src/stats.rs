@@ -323,11 +323,18 @@ pub fn render(snap: &Snapshot) -> String {
         .collect();
     if !forwarded.is_empty() {
         out.push_str(
-            "\nCPython-named exports: forwarded to libpython (which calls CPython's \
-             allocator tables; ours serve the pools)\n",
+            "\nCPython-named exports: libpython comes after this library; \
+             \"forwarded\": to libpython's functions (which call CPython's allocator \
+             tables; ours serve the pools); \"direct\": to the pools, while CPython's \
+             table is ours\n",
         );
         for domain in forwarded {
-            let _ = writeln!(out, "{:<10}forwarded", format!("{}:", domain.name()));
+            let how = if crate::domain::serving_directly(domain) {
+                "direct"
+            } else {
+                "forwarded"
+            };
+            let _ = writeln!(out, "{:<10}{how}", format!("{}:", domain.name()));
         }
     }
     let _ = writeln!(
@@ -338,10 +345,14 @@ pub fn render(snap: &Snapshot) -> String {
 }
 
 /// How `domain`'s CPython-named exports reach CPython, in one word for
-/// the summary line: `libpython` (forwarded) or `none` (no libpython after
-/// us: the exports serve alone).
+/// the summary line: `direct` (a libpython after us, whose table for the
+/// domain is ours: the exports serve the pools), `libpython` (forwarded
+/// to libpython's functions) or `none` (no libpython after us: the
+/// exports serve alone).
 fn exports(domain: crate::domain::Domain) -> &'static str {
-    if crate::domain::forwarding(domain) {
+    if crate::domain::serving_directly(domain) {
+        "direct"
+    } else if crate::domain::forwarding(domain) {
         "libpython"
     } else {
         "none"

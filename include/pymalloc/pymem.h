@@ -47,7 +47,8 @@ typedef ptrdiff_t Py_ssize_t;
 #define PY_SSIZE_T_MIN (-PY_SSIZE_T_MAX - 1)
 
 /* CPython's allocator hook table (Include/cpython/pymem.h, 3.5 and later):
- * what PyCore_GetAllocator fills for PyMem_SetAllocator. */
+ * what PyMem_GetAllocator and PyCore_GetAllocator fill, and what
+ * PyMem_SetAllocator takes. */
 typedef struct {
     void *ctx;                                   /* first argument of each */
     void *(*malloc)(void *ctx, size_t size);
@@ -55,6 +56,13 @@ typedef struct {
     void *(*realloc)(void *ctx, void *ptr, size_t new_size);
     void (*free)(void *ctx, void *ptr);
 } PyMemAllocatorEx;
+
+/* CPython's allocator domains, for PyMem_GetAllocator and PyMem_SetAllocator. */
+typedef enum {
+    PYMEM_DOMAIN_RAW, /* PyMem_Raw* */
+    PYMEM_DOMAIN_MEM, /* PyMem_* */
+    PYMEM_DOMAIN_OBJ  /* PyObject_* */
+} PyMemAllocatorDomain;
 #endif
 
 #ifndef Py_PYTHON_H
@@ -127,6 +135,36 @@ void PyMem_Free(void *ptr);
  allocating: blocks allocated earlier carry no debug header.
  */
 void PyMem_SetupDebugHooks(void);
+
+/*
+ Fill `*allocator` with the allocator table of `domain`: the table set
+ with `PyMem_SetAllocator`, or else one whose functions serve the domain
+ as configured (pools or malloc, debug hooks), for a table set over it
+ to call. A number that names no domain gives a table of NULLs. With a
+ CPython in the process after this library (LD_PRELOAD), CPython's own
+ `PyMem_GetAllocator`.
+
+ # Safety
+ `allocator` points to a writable `PyMemAllocatorEx`.
+ */
+void PyMem_GetAllocator(PyMemAllocatorDomain domain, PyMemAllocatorEx *allocator);
+
+/*
+ From now on, serve `domain` with the functions of `*allocator` (copied):
+ every call of the domain's functions goes to them, until the table that
+ `PyMem_GetAllocator` gave is set back. Set a table before the domain's
+ first allocation, or one that wraps the table it replaces (got with
+ `PyMem_GetAllocator`) and hands it the blocks it did not allocate.
+ A number that names no domain, NULL, or a table with a NULL function
+ set nothing (a message on stderr says so). With a CPython in the
+ process after this library (LD_PRELOAD), CPython's own
+ `PyMem_SetAllocator`.
+
+ # Safety
+ `allocator` points to a readable `PyMemAllocatorEx` whose functions
+ honour the domain's contract.
+ */
+void PyMem_SetAllocator(PyMemAllocatorDomain domain, PyMemAllocatorEx *allocator);
 
 #ifdef __cplusplus
 }  // extern "C"

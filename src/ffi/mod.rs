@@ -10,6 +10,7 @@ pub mod core;
 pub mod objimpl;
 pub mod pymem;
 pub(crate) mod routes;
+mod tables;
 
 /// CPython's public wrappers refuse sizes above `PY_SSIZE_T_MAX` before any
 /// allocator sees them.

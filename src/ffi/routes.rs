@@ -11,11 +11,14 @@
 //!   pooled fast path itself, with no state test: the same four functions
 //!   for every plain domain.
 //! * **forward**: a libpython comes after this library in the lookup order
-//!   (`LD_PRELOAD`, or linked before it): the CPython-named exports are
-//!   libpython's own functions, reached with one more jump. CPython's
-//!   dispatch (its allocator tables, tracemalloc, its debug hooks) then
-//!   stays exact, and our pools are reached through the hook tables we
-//!   install, as with libpython first (see [`crate::cpython`]).
+//!   (`LD_PRELOAD`, or linked before it), so its calls reach our exports:
+//!   while CPython's table for the domain is ours, the exports' targets are
+//!   our hook functions with the domain's context bound (what CPython's
+//!   table would reach, without libpython's wrapper); otherwise libpython's
+//!   own functions, so that CPython's dispatch (tracemalloc, its debug
+//!   hooks, another table) stays exact (see [`crate::cpython`]).
+//! * **redirected**: a table the program set with `PyMem_SetAllocator`,
+//!   without a CPython ([`super::tables`]).
 //! * **general**: anything else (debug hooks, the profiler, a malloc
 //!   backend): the domain's state decides per call, out of the fast path.
 //!
@@ -26,7 +29,7 @@
 //! debug header is ever freed by the plain route.
 //!
 //! Every change of a domain's state goes through this module ([`set`],
-//! [`forward`], [`enable_profiling`], [`enable_debug_hooks`]): under one
+//! [`forward`], [`redirect`], [`enable_profiling`], [`enable_debug_hooks`]): under one
 //! lock, it stores the new state in [`crate::domain`] and then points the
 //! domain's routes at what that state calls for, so that the routes
 //! published last are those of the state stored last. The domain module
@@ -124,7 +127,7 @@ fn publish(domain: usize, choice: Choice) {
 
 /// Serialises state changes, so that the routes published last are those
 /// of the state stored last; holds, per domain, the targets its exports
-/// are forwarded to, if any (see [`forward`]). A leaf lock: nothing is
+/// are redirected to, if any (see [`redirect`]). A leaf lock: nothing is
 /// taken under it.
 static STATE_CHANGE: Locked<[Option<Targets>; 4]> = Locked::new([None; 4]);
 
@@ -142,19 +145,19 @@ pub(crate) fn unlock_after_fork(in_child: bool) {
 /// Change `domain`'s state to `update(old)` and point its exports'
 /// routes at what the new state calls for. Every change goes through here.
 fn update_state(domain: Domain, update: impl FnOnce(u8) -> u8) {
-    let forwarded = STATE_CHANGE.lock();
+    let redirected = STATE_CHANGE.lock();
     let new = update(domain::state(domain));
     domain::store_state(domain, new);
     publish(
         domain as usize,
-        routes_for(domain, new, forwarded[domain as usize]),
+        routes_for(domain, new, redirected[domain as usize]),
     );
 }
 
-/// The targets `domain`'s exports call in state `state`, or `forwarded`
+/// The targets `domain`'s exports call in state `state`, or `redirected`
 /// whatever the state.
-fn routes_for(domain: Domain, state: u8, forwarded: Option<Targets>) -> Choice {
-    if let Some(elsewhere) = forwarded {
+fn routes_for(domain: Domain, state: u8, redirected: Option<Targets>) -> Choice {
+    if let Some(elsewhere) = redirected {
         return Choice {
             allocate: elsewhere,
             free: elsewhere.free,
@@ -188,13 +191,22 @@ pub fn set(domain: Domain, setting: Setting) {
 
 /// From now on, `domain`'s exports call `targets` (another allocator's
 /// functions of the same names and contracts), whatever the domain's
-/// state: the CPython integration passes libpython's own functions when a
-/// libpython comes after us in lookup order ([`crate::cpython`]).
+/// state: the CPython integration passes libpython's own functions, or
+/// its direct targets, when a libpython comes after us in lookup order
+/// ([`crate::cpython`]).
 pub fn forward(domain: Domain, targets: Targets) {
-    let mut forwarded = STATE_CHANGE.lock();
-    forwarded[domain as usize] = Some(targets);
     domain::mark_forwarded(domain);
-    let choice = routes_for(domain, domain::state(domain), Some(targets));
+    redirect(domain, Some(targets));
+}
+
+/// From now on, `domain`'s exports call `targets` whatever the domain's
+/// state, or, with `None`, what its state calls for again: for
+/// [`forward`], and for a table set with `PyMem_SetAllocator` without a
+/// CPython ([`super::tables`]).
+pub fn redirect(domain: Domain, targets: Option<Targets>) {
+    let mut redirected = STATE_CHANGE.lock();
+    redirected[domain as usize] = targets;
+    let choice = routes_for(domain, domain::state(domain), targets);
     publish(domain as usize, choice);
 }
 

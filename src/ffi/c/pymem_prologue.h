@@ -42,7 +42,8 @@ typedef ptrdiff_t Py_ssize_t;
 #define PY_SSIZE_T_MIN (-PY_SSIZE_T_MAX - 1)
 
 /* CPython's allocator hook table (Include/cpython/pymem.h, 3.5 and later):
- * what PyCore_GetAllocator fills for PyMem_SetAllocator. */
+ * what PyMem_GetAllocator and PyCore_GetAllocator fill, and what
+ * PyMem_SetAllocator takes. */
 typedef struct {
     void *ctx;                                   /* first argument of each */
     void *(*malloc)(void *ctx, size_t size);
@@ -50,4 +51,11 @@ typedef struct {
     void *(*realloc)(void *ctx, void *ptr, size_t new_size);
     void (*free)(void *ctx, void *ptr);
 } PyMemAllocatorEx;
+
+/* CPython's allocator domains, for PyMem_GetAllocator and PyMem_SetAllocator. */
+typedef enum {
+    PYMEM_DOMAIN_RAW, /* PyMem_Raw* */
+    PYMEM_DOMAIN_MEM, /* PyMem_* */
+    PYMEM_DOMAIN_OBJ  /* PyObject_* */
+} PyMemAllocatorDomain;
 #endif
