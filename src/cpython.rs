@@ -48,7 +48,8 @@ pub struct PyMemAllocatorEx {
 }
 
 impl PyMemAllocatorEx {
-    const EMPTY: PyMemAllocatorEx = PyMemAllocatorEx {
+    /// A table of nulls (what CPython gives for an unknown domain).
+    pub(crate) const EMPTY: PyMemAllocatorEx = PyMemAllocatorEx {
         ctx: core::ptr::null_mut(),
         malloc: None,
         calloc: None,

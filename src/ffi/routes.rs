@@ -163,12 +163,7 @@ fn routes_for(domain: Domain, state: u8, redirected: Option<Targets>) -> Choice 
             free: elsewhere.free,
         };
     }
-    let general = match domain {
-        Domain::Raw => super::pymem::RAW_GENERAL,
-        Domain::Mem => super::pymem::MEM_GENERAL,
-        Domain::Obj => super::objimpl::OBJECT_GENERAL,
-        Domain::Core => super::core::CORE_GENERAL,
-    };
+    let general = general(domain);
     Choice {
         allocate: if domain::is_plain(state) {
             PLAIN
@@ -180,6 +175,16 @@ fn routes_for(domain: Domain, state: u8, redirected: Option<Targets>) -> Choice 
         } else {
             general.free
         },
+    }
+}
+
+/// `domain`'s general targets: its state decides per call.
+pub(crate) fn general(domain: Domain) -> Targets {
+    match domain {
+        Domain::Raw => super::pymem::RAW_GENERAL,
+        Domain::Mem => super::pymem::MEM_GENERAL,
+        Domain::Obj => super::objimpl::OBJECT_GENERAL,
+        Domain::Core => super::core::CORE_GENERAL,
     }
 }
 

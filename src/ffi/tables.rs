@@ -214,17 +214,8 @@ fn configured_domain(ctx: *mut c_void) -> Option<Domain> {
         .find(|&domain| configured_context(domain) == ctx)
 }
 
-/// The general targets of `domain`: its setting decides per call.
-fn general(domain: Domain) -> Targets {
-    match domain {
-        Domain::Raw => super::pymem::RAW_GENERAL,
-        Domain::Mem => super::pymem::MEM_GENERAL,
-        _ => super::objimpl::OBJECT_GENERAL,
-    }
-}
-
 fn general_of_context(ctx: *mut c_void) -> Targets {
-    general(configured_domain(ctx).unwrap_or(Domain::Raw))
+    routes::general(configured_domain(ctx).unwrap_or(Domain::Raw))
 }
 
 unsafe extern "C" fn configured_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
@@ -284,13 +275,7 @@ pub(super) unsafe fn get(domain: c_uint, allocator: *mut PyMemAllocatorEx) {
     let table = match domain_named(domain) {
         Some(domain) if SET[domain as usize].is_set() => SET[domain as usize].load(),
         Some(domain) => configured_table(domain),
-        None => PyMemAllocatorEx {
-            ctx: core::ptr::null_mut(),
-            malloc: None,
-            calloc: None,
-            realloc: None,
-            free: None,
-        },
+        None => PyMemAllocatorEx::EMPTY,
     };
     // SAFETY: guaranteed by the caller.
     unsafe { allocator.write(table) };
@@ -337,13 +322,7 @@ pub(super) unsafe fn set(domain: c_uint, allocator: *const PyMemAllocatorEx) {
     let _guard = SETTING.lock();
     if configured_domain(table.ctx) == Some(named) {
         routes::redirect(named, None);
-        SET[named as usize].store(&PyMemAllocatorEx {
-            ctx: core::ptr::null_mut(),
-            malloc: None,
-            calloc: None,
-            realloc: None,
-            free: None,
-        });
+        SET[named as usize].store(&PyMemAllocatorEx::EMPTY);
     } else {
         SET[named as usize].store(&table);
         routes::redirect(named, Some(set_table_targets(named)));
@@ -391,13 +370,7 @@ mod tests {
     #[test]
     fn a_table_set_over_the_configured_one_sees_every_call() {
         let mem = Domain::Mem as c_uint;
-        let mut configured = PyMemAllocatorEx {
-            ctx: core::ptr::null_mut(),
-            malloc: None,
-            calloc: None,
-            realloc: None,
-            free: None,
-        };
+        let mut configured = PyMemAllocatorEx::EMPTY;
         // SAFETY: a writable table.
         unsafe { get(mem, &mut configured) };
         assert_eq!(configured.ctx, configured_context(Domain::Mem));
