@@ -199,20 +199,90 @@ unsafe fn free_outside_span<F: Fallback>(fallback: F, block: *mut u8, heap: *mut
 
 /// # Safety
 /// As for `free_with`.
+///
+/// A realloc in the arena space takes the ownership test, the class and the
+/// pool record from the calling thread's span, as a free does, and keeps
+/// the frame of its move to the moving case: CPython's lists grow by
+/// `PyMem_Realloc` (from NULL for a list's first item, then across classes
+/// as they grow), so both cases are common.
+#[inline(always)]
 pub unsafe fn realloc_with<F: Fallback>(fallback: &F, block: *mut u8, size: usize) -> *mut u8 {
     if block.is_null() {
         return malloc_with(fallback, size);
     }
-    if !address_map::is_ours(block as usize) {
+    let heap = thread::current_heap();
+    // SAFETY: the calling thread's heap.
+    let Some(span_offset) = (unsafe { heap::span_offset(heap, block as usize) }) else {
+        // SAFETY: guaranteed by the caller.
+        return unsafe { realloc_outside_span(*fallback, block, size) };
+    };
+    // SAFETY: a live block (caller) in the arena space is in one of our
+    // arenas, and `span_offset` is its offset.
+    let capacity = unsafe { heap::usable_size_in_span(block, span_offset) };
+    if size <= capacity && size * 4 > capacity * 3 {
+        return block;
+    }
+    // SAFETY: as above; a heap that knows the span is a real heap (the
+    // placeholders' span is empty).
+    unsafe { realloc_move(*fallback, block, capacity, size) }
+}
+
+/// The moving part of `realloc_with` for a block of the arena space: a
+/// new block, the copy, and the old block freed as `free_in` frees it.
+/// The heap and the block's offset are read again after the copy rather
+/// than kept across the call: fewer registers to save on every move.
+///
+/// # Safety
+/// `block` is a live block of the arena space of `capacity` usable bytes,
+/// inside the calling thread's span (so its heap is a real one).
+#[inline(never)]
+unsafe fn realloc_move<F: Fallback>(
+    fallback: F,
+    block: *mut u8,
+    capacity: usize,
+    size: usize,
+) -> *mut u8 {
+    let copied = size.min(capacity);
+    let moved = malloc_with(&fallback, size);
+    if moved.is_null() {
+        return moved;
+    }
+    // SAFETY: both blocks are live and distinct; `copied` bytes fit both.
+    unsafe { ptr::copy_nonoverlapping(block, moved, copied) };
+    let heap = thread::current_heap();
+    // SAFETY: the calling thread's heap, whose span holds `block` (caller):
+    // an allocation may attach a heap only to a thread that had none.
+    unsafe {
+        let span_offset = heap::span_offset(heap, block as usize).unwrap_unchecked();
+        heap::free_in(heap, block, span_offset);
+    }
+    moved
+}
+
+/// A realloc of a block outside the calling thread's span: the C
+/// library's (or the wrapped allocator's) blocks, our arenas mapped on
+/// their own, and blocks of the space before the thread learnt its bounds.
+///
+/// # Safety
+/// As for `realloc_with`, with `block` not null.
+#[cold]
+#[inline(never)]
+unsafe fn realloc_outside_span<F: Fallback>(fallback: F, block: *mut u8, size: usize) -> *mut u8 {
+    let address = block as usize;
+    if !address_map::is_ours(address) {
         // SAFETY: not ours, so (caller) a live block of the fallback.
         return unsafe { fallback.realloc(block, size) };
+    }
+    if arena_space::contains(address) {
+        // SAFETY: the calling thread's heap.
+        unsafe { heap::learn_span(thread::current_heap()) };
     }
     // SAFETY: a live block of ours (caller, address map).
     let capacity = unsafe { heap::block_usable_size(block) };
     if size <= capacity && size * 4 > capacity * 3 {
         return block;
     }
-    let moved = malloc_with(fallback, size);
+    let moved = malloc_with(&fallback, size);
     if !moved.is_null() {
         // SAFETY: both blocks are live and distinct; `min` bytes fit both.
         unsafe {
@@ -306,6 +376,43 @@ mod tests {
             let zero = realloc(moved, 0);
             assert!(!zero.is_null());
             free(zero);
+        }
+    }
+
+    /// A realloc from a thread that has no heap yet (so no span: the
+    /// outside path) and then from the same thread once it has one (the
+    /// span path, where the move frees through the block cache) keeps the
+    /// content and leaves the pools consistent.
+    #[test]
+    fn realloc_from_a_new_thread_before_and_after_it_knows_the_span() {
+        let block = malloc(40) as usize;
+        // SAFETY: a live 40-byte block.
+        unsafe { ptr::write_bytes(block as *mut u8, 0x5A, 40) };
+        let grown = std::thread::spawn(move || {
+            // SAFETY: a live block of ours, handed over whole; every access
+            // stays inside the block's current size.
+            unsafe {
+                let first = realloc(block as *mut u8, 200);
+                assert!(owns(first));
+                assert_eq!(*first.add(39), 0x5A);
+                *first.add(199) = 0xA5;
+                let second = realloc(first, 400);
+                assert_ne!(second, first, "200 to 400 bytes changes class");
+                assert_eq!((*second.add(39), *second.add(199)), (0x5A, 0xA5));
+                let kept = realloc(second, 390);
+                assert_eq!(kept, second, "a shrink within the class stays");
+                let shrunk = realloc(kept, 210);
+                assert_ne!(shrunk, kept, "400 to 210 bytes moves");
+                assert_eq!((*shrunk.add(39), *shrunk.add(199)), (0x5A, 0xA5));
+                shrunk as usize
+            }
+        })
+        .join()
+        .unwrap();
+        // SAFETY: the live block the thread returned.
+        unsafe {
+            assert_eq!(*(grown as *mut u8).add(199), 0xA5);
+            free(grown as *mut u8);
         }
     }
 

@@ -519,6 +519,18 @@ pub unsafe fn block_usable_size(block: *mut u8) -> usize {
     unsafe { (*pool::pool_of(block as usize)).block_size as usize }
 }
 
+/// [`block_usable_size`] of a block of the arena space, given its offset
+/// there (from [`span_offset`]).
+///
+/// # Safety
+/// `block` is a live block of ours at `span_offset` in the arena space.
+#[inline(always)]
+pub unsafe fn usable_size_in_span(block: *mut u8, span_offset: usize) -> usize {
+    // SAFETY: a live block's pool record is initialised and its block size
+    // fixed until the pool empties.
+    unsafe { (*pool::pool_of_span_offset(block as usize, span_offset)).block_size as usize }
+}
+
 /// Push `block` onto its pool's free list.
 ///
 /// # Safety
