@@ -59,8 +59,13 @@ pub(super) unsafe fn pool_exhausted(heap: *mut Heap, pool: *mut Pool) {
     }
 }
 
-/// Places of a block cache that carving leaves free (see `carved_to_cache`).
-const KEPT_ROOM: usize = 4;
+/// Places of a block cache that carving and refills leave free (see
+/// `carved_to_cache`). One: with four, a class of 64-byte blocks (a cache
+/// of 64) took a page's blocks in two calls instead of one, and more free
+/// places did not keep more of the frees in the cache (a half-empty cache
+/// after a refill cost 1.6 % more of the allocator's instructions on
+/// containers and json_roundtrip; BENCHMARKS.md, 2026-12-05 afternoon).
+const KEPT_ROOM: usize = 1;
 
 /// Hand the `carved` blocks `pool` just threaded onto its free list (all
 /// but one at most) to the class's block cache, as far as it has room
@@ -70,9 +75,9 @@ const KEPT_ROOM: usize = 4;
 /// structure would otherwise do for every fresh block. They count as
 /// allocated in the pool from now on, as every cached block does. The one
 /// left keeps the rule that a pool on its class list has a free block;
-/// the places kept free keep the blocks freed meanwhile in the cache (a
+/// the place kept free keeps a block freed meanwhile in the cache (a
 /// temporary freed, then its successor allocated), to serve the next
-/// allocations while they are still in the processor's caches.
+/// allocation while it is still in the processor's caches.
 ///
 /// # Safety
 /// Exclusive use of `heap`, which owns `pool`, whose free list holds the
