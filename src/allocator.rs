@@ -219,12 +219,19 @@ pub unsafe fn realloc_with<F: Fallback>(fallback: &F, block: *mut u8, size: usiz
     // SAFETY: a live block (caller) in the arena space is in one of our
     // arenas, and `span_offset` is its offset.
     let capacity = unsafe { heap::usable_size_in_span(block, span_offset) };
-    if size <= capacity && size * 4 > capacity * 3 {
+    if stays_in_place(size, capacity) {
         return block;
     }
     // SAFETY: as above; a heap that knows the span is a real heap (the
     // placeholders' span is empty).
     unsafe { realloc_move(*fallback, block, capacity, size) }
+}
+
+/// Whether a realloc to `size` bytes keeps a pooled block of `capacity`
+/// usable bytes: it fits, and would not waste a quarter of the block.
+#[inline(always)]
+fn stays_in_place(size: usize, capacity: usize) -> bool {
+    size <= capacity && size * 4 > capacity * 3
 }
 
 /// The moving part of `realloc_with` for a block of the arena space: a
@@ -279,7 +286,7 @@ unsafe fn realloc_outside_span<F: Fallback>(fallback: F, block: *mut u8, size: u
     }
     // SAFETY: a live block of ours (caller, address map).
     let capacity = unsafe { heap::block_usable_size(block) };
-    if size <= capacity && size * 4 > capacity * 3 {
+    if stays_in_place(size, capacity) {
         return block;
     }
     let moved = malloc_with(&fallback, size);
