@@ -61,10 +61,10 @@ pub(super) unsafe fn pool_exhausted(heap: *mut Heap, pool: *mut Pool) {
 
 /// Places of a block cache that carving and refills leave free (see
 /// `carved_to_cache`). One: with four, a class of 64-byte blocks (a cache
-/// of 64) took a page's blocks in two calls instead of one, and more free
-/// places did not keep more of the frees in the cache (a half-empty cache
-/// after a refill cost 1.6 % more of the allocator's instructions on
-/// containers and json_roundtrip; BENCHMARKS.md, 2026-12-05 afternoon).
+/// of 64) took a page's blocks in two calls instead of one; sixteen places
+/// cost 0.5-0.8 % more of the allocator's instructions on containers and
+/// json_roundtrip, half the cache 1.7 % (BENCHMARKS.md, 2026-12-05
+/// afternoon).
 const KEPT_ROOM: usize = 1;
 
 /// Hand the `carved` blocks `pool` just threaded onto its free list (all
